@@ -1,0 +1,95 @@
+package command
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/overlay"
+)
+
+// A Backend mounts an overlay.Stack on a directory and unmounts it again.
+// strata has two: kernel overlayfs ("kernel") and its own FUSE server
+// ("fuse"). The CLI picks one by name (--backend); "auto" tries kernel
+// first and falls back to FUSE only when the kernel cannot do the job
+// (see kernelCannot).
+type Backend interface {
+	// Name is the --backend name.
+	Name() string
+	// Mount mounts s on target. On error nothing is mounted.
+	Mount(s *overlay.Stack, target string, o overlay.MountOptions) error
+	// Unmount unmounts what this backend mounted on target.
+	Unmount(target string) error
+}
+
+// Backends by --backend name. The FUSE team replaces backends["fuse"] (from
+// an init in a file of this package, or by assignment before Execute) once
+// package fuse can serve a Stack; nothing else in the CLI needs to change.
+var backends = map[string]Backend{
+	"kernel": kernelBackend{},
+	"fuse":   unbuiltBackend{name: "fuse", msg: "the FUSE backend is not built yet"},
+}
+
+// Filesystem magic numbers from statfs(2), to tell whose mount a target is.
+const (
+	overlayfsMagic = unix.OVERLAYFS_SUPER_MAGIC
+	fuseMagic      = unix.FUSE_SUPER_MAGIC
+)
+
+// backendForMagic returns the backend that unmounts a filesystem of the
+// given statfs type, or false if strata does not make such mounts.
+func backendForMagic(magic int64) (Backend, bool) {
+	switch magic {
+	case overlayfsMagic:
+		return backends["kernel"], true
+	case fuseMagic:
+		return backends["fuse"], true
+	}
+	return nil, false
+}
+
+// kernelCannot reports whether err says the kernel backend cannot serve
+// this stack on this machine at all (so that "auto" may try FUSE), as
+// opposed to a mistake that FUSE would hit too (a missing dir, a busy
+// upper dir).
+func kernelCannot(err error) bool {
+	return errors.Is(err, overlay.ErrTooManyLayers) ||
+		errors.Is(err, overlay.ErrNotSupported) ||
+		errors.Is(err, syscall.ENODEV) || // no overlay filesystem in this kernel
+		errors.Is(err, syscall.EPERM) // not privileged for kernel overlayfs here
+}
+
+type kernelBackend struct{}
+
+func (kernelBackend) Name() string { return "kernel" }
+
+func (kernelBackend) Mount(s *overlay.Stack, target string, o overlay.MountOptions) error {
+	if s.ReadOnly() && len(s.Lowers()) < 2 {
+		// The kernel says "at least 2 lowerdir are needed while upperdir
+		// nonexistent" in dmesg and EINVAL to us; say it here instead.
+		// TODO(overlay): let overlay.Mount handle this (e.g. read-only bind).
+		return classified{errors.New("kernel overlayfs needs an upperdir or at least 2 lowerdirs"), overlay.ErrNotSupported}
+	}
+	return overlay.Mount(s, target, o)
+}
+
+func (kernelBackend) Unmount(target string) error { return overlay.Unmount(target) }
+
+// unbuiltBackend stands in for a backend this binary does not have.
+type unbuiltBackend struct{ name, msg string }
+
+func (b unbuiltBackend) Name() string { return b.name }
+
+func (b unbuiltBackend) Mount(*overlay.Stack, string, overlay.MountOptions) error {
+	return classified{errors.New(b.msg), ErrBackendNotBuilt}
+}
+
+func (b unbuiltBackend) Unmount(target string) error {
+	// A FUSE mount whose server died can still be detached by the kernel.
+	if err := unix.Unmount(target, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	return nil
+}

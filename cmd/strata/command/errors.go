@@ -1,0 +1,81 @@
+package command
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"syscall"
+
+	"github.com/stratafs/strata/overlay"
+)
+
+// Exit statuses of strata, documented in `strata help` (see exitStatusHelp).
+const (
+	ExitOK           = 0 // success
+	ExitFailure      = 1 // any failure not classified below
+	ExitUsage        = 2 // usage error or invalid argument
+	ExitNotFound     = 3 // a path, mount or object does not exist
+	ExitExists       = 4 // already exists or in use
+	ExitNotSupported = 5 // backend not built, or kernel feature missing
+)
+
+const exitStatusHelp = `Exit status:
+  0  success
+  1  failure not classified below
+  2  usage error or invalid argument
+  3  not found (path, mount, object)
+  4  already exists or in use
+  5  not supported (backend not built, kernel feature missing)`
+
+// Sentinels of the command layer. Classify with errors.Is.
+var (
+	// ErrUsage marks a malformed command line or an invalid argument.
+	ErrUsage = errors.New("usage")
+	// ErrNotMounted: the target of umount is not a mount point.
+	ErrNotMounted = errors.New("not a mount point")
+	// ErrNotStrataMount: the target is a mount, but not one strata makes.
+	ErrNotStrataMount = errors.New("not an overlay or FUSE mount")
+	// ErrBackendNotBuilt: the chosen backend is not part of this binary.
+	ErrBackendNotBuilt = errors.New("backend not built")
+)
+
+// classified gives err the class kind (one of the sentinels above) for
+// errors.Is while its message stays err's own.
+type classified struct{ err, kind error }
+
+func (e classified) Error() string   { return e.err.Error() }
+func (e classified) Unwrap() []error { return []error{e.err, e.kind} }
+
+// usagef formats a usage error.
+func usagef(format string, a ...any) error {
+	return classified{fmt.Errorf(format, a...), ErrUsage}
+}
+
+// ExitCode maps err to strata's exit status.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrUsage),
+		errors.Is(err, ErrNotStrataMount),
+		errors.Is(err, overlay.ErrInvalidPath),
+		errors.Is(err, fs.ErrInvalid),
+		errors.Is(err, syscall.ENOTDIR),
+		errors.Is(err, syscall.EINVAL):
+		return ExitUsage
+	case errors.Is(err, ErrNotMounted),
+		errors.Is(err, fs.ErrNotExist):
+		return ExitNotFound
+	case errors.Is(err, overlay.ErrInUse),
+		errors.Is(err, fs.ErrExist),
+		errors.Is(err, syscall.EBUSY):
+		return ExitExists
+	case errors.Is(err, ErrBackendNotBuilt),
+		errors.Is(err, overlay.ErrNotSupported),
+		errors.Is(err, overlay.ErrTooManyLayers),
+		errors.Is(err, syscall.ENODEV),
+		errors.Is(err, syscall.ENOTSUP):
+		return ExitNotSupported
+	}
+	return ExitFailure
+}

@@ -1,0 +1,118 @@
+package command
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+type versionOptions struct {
+	g *globalOptions
+}
+
+func newVersionCommand(g *globalOptions) *cobra.Command {
+	o := &versionOptions{g: g}
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print strata's version, Go version and kernel features",
+		Args:  exactArgs(0, "none"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd)
+		},
+	}
+}
+
+// versionInfo is what `strata version` prints.
+type versionInfo struct {
+	Version string         `json:"version"`
+	Go      string         `json:"go"`
+	OS      string         `json:"os"`
+	Arch    string         `json:"arch"`
+	Kernel  kernelFeatures `json:"kernel"`
+}
+
+// kernelFeatures is what strata knows about the running kernel.
+type kernelFeatures struct {
+	Release string `json:"release"`  // uname -r
+	Overlay bool   `json:"overlay"`  // overlay listed in /proc/filesystems
+	FUSE    bool   `json:"fuse"`     // /dev/fuse opens read-write
+	Probed  []Feat `json:"features"` // overlay mount features, probed
+}
+
+// Feat is one probed kernel feature.
+type Feat struct {
+	Name      string `json:"name"`
+	Supported bool   `json:"supported"`
+}
+
+// probeKernel fills kernelFeatures. A var so tests and the lead can swap it.
+//
+// TODO(lead): fill Probed from overlay.Probe() once it lands on main.
+var probeKernel = func() kernelFeatures {
+	k := kernelFeatures{Probed: []Feat{}}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		k.Release = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/filesystems"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 {
+				switch f[len(f)-1] {
+				case "overlay":
+					k.Overlay = true
+				case "fuse":
+					k.FUSE = true
+				}
+			}
+		}
+	}
+	if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+	} else {
+		k.FUSE = false
+	}
+	return k
+}
+
+func (o *versionOptions) run(cmd *cobra.Command) error {
+	v := versionInfo{
+		Version: Version,
+		Go:      runtime.Version(),
+		OS:      runtime.GOOS,
+		Arch:    runtime.GOARCH,
+		Kernel:  probeKernel(),
+	}
+	out := cmd.OutOrStdout()
+	if o.g.format == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "strata:\t%s\n", v.Version)
+	fmt.Fprintf(w, "go:\t%s %s/%s\n", v.Go, v.OS, v.Arch)
+	fmt.Fprintf(w, "kernel:\t%s\n", v.Kernel.Release)
+	fmt.Fprintf(w, "overlayfs:\t%s\n", yesNo(v.Kernel.Overlay))
+	fmt.Fprintf(w, "fuse:\t%s\n", yesNo(v.Kernel.FUSE))
+	if len(v.Kernel.Probed) == 0 {
+		fmt.Fprintf(w, "overlay features:\tnot probed yet\n")
+	}
+	for _, f := range v.Kernel.Probed {
+		fmt.Fprintf(w, "  %s:\t%s\n", f.Name, yesNo(f.Supported))
+	}
+	return w.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

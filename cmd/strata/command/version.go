@@ -105,7 +105,7 @@ func (o *versionOptions) run(cmd *cobra.Command) error {
 		fmt.Fprintf(w, "overlay features:\tnot probed yet\n")
 	}
 	for _, f := range v.Kernel.Probed {
-		fmt.Fprintf(w, "  %s:\t%s\n", f.Name, yesNo(f.Supported))
+		fmt.Fprintf(w, "overlay %s:\t%s\n", f.Name, yesNo(f.Supported))
 	}
 	return w.Flush()
 }

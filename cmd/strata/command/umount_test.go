@@ -1,0 +1,52 @@
+package command
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/internal/testutil"
+)
+
+func TestUmount(t *testing.T) {
+	testutil.RequireOverlay(t)
+	base, lowerdir := layers(t)
+	mnt := filepath.Join(base, "mnt")
+	cleanupMount(t, mnt)
+
+	equal(t, ExitOK, run(t, "mount", "-o", "lowerdir="+lowerdir, mnt).code)
+	r := run(t, "--debug", "umount", mnt)
+	equal(t, ExitOK, r.code, r.stderr)
+	contains(t, r.stderr, "with the kernel backend")
+	if mountedHere(t, mnt) {
+		t.Fatal("still mounted")
+	}
+
+	// A second umount finds nothing there.
+	requireFails(t, run(t, "umount", mnt), ExitNotFound, fmt.Sprintf("strata: umount: %q: not a mount point", mnt))
+}
+
+func TestUmount_Errors(t *testing.T) {
+	dir := t.TempDir()
+	requireFails(t, run(t, "umount", filepath.Join(dir, "nope")), ExitNotFound,
+		fmt.Sprintf("strata: umount: %q: no such file or directory", filepath.Join(dir, "nope")))
+	requireFails(t, run(t, "umount", dir), ExitNotFound, fmt.Sprintf("strata: umount: %q: not a mount point", dir))
+	requireFails(t, run(t, "umount"), ExitUsage, "strata: umount: want 1 argument(s) (TARGET), got 0; see 'strata umount --help'")
+}
+
+func TestUmount_RefusesOtherMounts(t *testing.T) {
+	testutil.RequireRoot(t)
+	mnt := filepath.Join(t.TempDir(), "tmpfs")
+	must(t, os.Mkdir(mnt, 0o755))
+	cleanupMount(t, mnt)
+	must(t, unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"))
+
+	requireFails(t, run(t, "umount", mnt), ExitUsage,
+		fmt.Sprintf("strata: umount: %q: not an overlay or FUSE mount (filesystem type 0x1021994)", mnt))
+	if !mountedHere(t, mnt) {
+		t.Fatal("umount removed a tmpfs mount")
+	}
+}

@@ -32,22 +32,18 @@ var backends = map[string]Backend{
 	"fuse":   unbuiltBackend{name: "fuse", msg: "the FUSE backend is not built yet"},
 }
 
-// Filesystem magic numbers from statfs(2), to tell whose mount a target is.
-const (
-	overlayfsMagic = unix.OVERLAYFS_SUPER_MAGIC
-	fuseMagic      = unix.FUSE_SUPER_MAGIC
-)
+// The statfs(2) type of FUSE mounts, to tell whose mount a target is.
+const fuseMagic = unix.FUSE_SUPER_MAGIC
 
 // backendForMagic returns the backend that unmounts a filesystem of the
-// given statfs type, or false if strata does not make such mounts.
-func backendForMagic(magic int64) (Backend, bool) {
-	switch magic {
-	case overlayfsMagic:
-		return backends["kernel"], true
-	case fuseMagic:
-		return backends["fuse"], true
+// given statfs type: FUSE for FUSE mounts, the kernel backend for the rest
+// (overlayfs, and the read-only bind mount overlay.Mount makes for a
+// single lower layer).
+func backendForMagic(magic int64) Backend {
+	if magic == fuseMagic {
+		return backends["fuse"]
 	}
-	return nil, false
+	return backends["kernel"]
 }
 
 // kernelCannot reports whether err says the kernel backend cannot serve
@@ -66,12 +62,6 @@ type kernelBackend struct{}
 func (kernelBackend) Name() string { return "kernel" }
 
 func (kernelBackend) Mount(s *overlay.Stack, target string, o overlay.MountOptions) error {
-	if s.ReadOnly() && len(s.Lowers()) < 2 {
-		// The kernel says "at least 2 lowerdir are needed while upperdir
-		// nonexistent" in dmesg and EINVAL to us; say it here instead.
-		// TODO(overlay): let overlay.Mount handle this (e.g. read-only bind).
-		return classified{errors.New("kernel overlayfs needs an upperdir or at least 2 lowerdirs"), overlay.ErrNotSupported}
-	}
 	return overlay.Mount(s, target, o)
 }
 

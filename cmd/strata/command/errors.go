@@ -33,8 +33,6 @@ var (
 	ErrUsage = errors.New("usage")
 	// ErrNotMounted: the target of umount is not a mount point.
 	ErrNotMounted = errors.New("not a mount point")
-	// ErrNotStrataMount: the target is a mount, but not one strata makes.
-	ErrNotStrataMount = errors.New("not an overlay or FUSE mount")
 	// ErrBackendNotBuilt: the chosen backend is not part of this binary.
 	ErrBackendNotBuilt = errors.New("backend not built")
 )
@@ -57,7 +55,6 @@ func ExitCode(err error) int {
 	case err == nil:
 		return ExitOK
 	case errors.Is(err, ErrUsage),
-		errors.Is(err, ErrNotStrataMount),
 		errors.Is(err, overlay.ErrInvalidPath),
 		errors.Is(err, fs.ErrInvalid),
 		errors.Is(err, syscall.ENOTDIR),
@@ -78,4 +75,13 @@ func ExitCode(err error) int {
 		return ExitNotSupported
 	}
 	return ExitFailure
+}
+
+// pathCause returns the cause inside a *fs.PathError (the errno), for
+// messages that already name the path; other errors come back unchanged.
+func pathCause(err error) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -22,7 +22,7 @@ func run(t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := Main(args, &out, &errb)
-	t.Logf("strata %s -> %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out.String(), errb.String())
+	t.Logf("strata %s -> %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, clip(out.String()), errb.String())
 	return result{out.String(), errb.String(), code}
 }
 
@@ -95,4 +95,12 @@ func contains(t *testing.T, s, sub string, what ...any) {
 	if !strings.Contains(s, sub) {
 		t.Fatalf("%v: %q does not contain %q", what, s, sub)
 	}
+}
+
+// clip shortens s for a log line.
+func clip(s string) string {
+	if len(s) > 400 {
+		return s[:400] + "..."
+	}
+	return s
 }

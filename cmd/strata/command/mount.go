@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -232,10 +231,7 @@ func checkDir(what, p string, mode uint32) (string, error) {
 	}
 	fi, err := os.Stat(abs)
 	if err != nil {
-		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-			err = pe.Err // the path is already in our message
-		}
-		return "", fmt.Errorf("%s %q: %w", what, abs, err)
+		return "", fmt.Errorf("%s %q: %w", what, abs, pathCause(err))
 	}
 	if !fi.IsDir() {
 		return "", fmt.Errorf("%s %q: %w", what, abs, syscall.ENOTDIR)

@@ -61,6 +61,11 @@ type kernelBackend struct{}
 
 func (kernelBackend) Name() string { return "kernel" }
 
+// Mount mounts with overlay.Mount.
+//
+// TODO(lead): once overlay.MountStack is on main, call it here and show
+// its MountResult (Method, Options, Dropped, Notes) under --debug, and a
+// warning on stderr when a format option was dropped.
 func (kernelBackend) Mount(s *overlay.Stack, target string, o overlay.MountOptions) error {
 	return overlay.Mount(s, target, o)
 }

@@ -53,7 +53,10 @@ type Feat struct {
 
 // probeKernel fills kernelFeatures. A var so tests and the lead can swap it.
 //
-// TODO(lead): fill Probed from overlay.Probe() once it lands on main.
+// TODO(lead): fill Probed from overlay.Probe() once it lands on main: one
+// Feat per field of overlay.Features (new-mount-api, lowerdir+, layer-fd,
+// userxattr, redirect_dir, metacopy, index, volatile, xino), and print its
+// Notes under --debug.
 var probeKernel = func() kernelFeatures {
 	k := kernelFeatures{Probed: []Feat{}}
 	var u unix.Utsname

@@ -67,7 +67,7 @@ func (g *globalOptions) validate() error {
 // debugf writes a trace line to stderr when --debug is set.
 func (g *globalOptions) debugf(cmd *cobra.Command, format string, a ...any) {
 	if g.debug {
-		fmt.Fprintf(cmd.ErrOrStderr(), "strata: debug: "+format+"\n", a...)
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: debug: "+format+"\n", a...)
 	}
 }
 
@@ -115,10 +115,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if ExitCode(err) == ExitFailure {
 			err = classified{err, ErrUsage}
 		}
-		fmt.Fprintf(stderr, "strata: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "strata: %v\n", err)
 		return ExitCode(err)
 	}
-	fmt.Fprintf(stderr, "strata: %s: %v\n", strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "), err)
+	_, _ = fmt.Fprintf(stderr, "strata: %s: %v\n", strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "), err)
 	return ExitCode(err)
 }
 

@@ -77,7 +77,7 @@ var probeKernel = func() kernelFeatures {
 		}
 	}
 	if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
-		unix.Close(fd)
+		_ = unix.Close(fd)
 	} else {
 		k.FUSE = false
 	}
@@ -98,17 +98,24 @@ func (o *versionOptions) run(cmd *cobra.Command) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "strata:\t%s\n", v.Version)
-	fmt.Fprintf(w, "go:\t%s %s/%s\n", v.Go, v.OS, v.Arch)
-	fmt.Fprintf(w, "kernel:\t%s\n", v.Kernel.Release)
-	fmt.Fprintf(w, "overlayfs:\t%s\n", yesNo(v.Kernel.Overlay))
-	fmt.Fprintf(w, "fuse:\t%s\n", yesNo(v.Kernel.FUSE))
+	rows := [][2]string{
+		{"strata", v.Version},
+		{"go", v.Go + " " + v.OS + "/" + v.Arch},
+		{"kernel", v.Kernel.Release},
+		{"overlayfs", yesNo(v.Kernel.Overlay)},
+		{"fuse", yesNo(v.Kernel.FUSE)},
+	}
 	if len(v.Kernel.Probed) == 0 {
-		fmt.Fprintf(w, "overlay features:\tnot probed yet\n")
+		rows = append(rows, [2]string{"overlay features", "not probed yet"})
 	}
 	for _, f := range v.Kernel.Probed {
-		fmt.Fprintf(w, "overlay %s:\t%s\n", f.Name, yesNo(f.Supported))
+		rows = append(rows, [2]string{"overlay " + f.Name, yesNo(f.Supported)})
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	for _, r := range rows {
+		if _, err := fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1]); err != nil {
+			return err
+		}
 	}
 	return w.Flush()
 }

@@ -36,11 +36,13 @@ func (k kernel) Quirks() QuirkSet {
 		return nil
 	}
 	return QuirkSet{
-		HardlinkBreaksOnCopyUp: true,  // index=off
-		RenameDirEXDEV:         false, // redirect_dir=on
-		RenameDirByRedirect:    true,
-		MetadataOnlyCopyUp:     true, // metacopy=on
-		InoChangesOnCopyUp:     false,
+		HardlinkBreaksOnCopyUp:             true,  // index=off
+		RenameDirEXDEV:                     false, // redirect_dir=on
+		RenameDirByRedirect:                true,
+		MetadataOnlyCopyUp:                 true, // metacopy=on
+		InoChangesOnCopyUp:                 false,
+		CopyUpFillsSmallHoles:              true, // 1 MiB copy chunks
+		XattrWhiteoutNeedsNoMarkerOnLookup: true,
 	}
 }
 

@@ -3,6 +3,7 @@
 package overlaytest
 
 import (
+	"errors"
 	"os"
 	"slices"
 	"strconv"
@@ -96,8 +97,20 @@ func WhiteoutXattr(t *testing.T, b Backend) {
 	wantAbsent(t, e.p("d/f"))
 	wantNames(t, e.p("d"), "g", "own")
 	wantContent(t, e.p("d/g"), "l1")
-	wantContent(t, e.p("nomark/f"), "")
+	// Readdir honours the xattr form only under the marker, so the name
+	// is listed; lookup must then find it as an empty file, but the
+	// kernel's lookup ignores the marker (quirk).
 	wantNames(t, e.p("nomark"), "f")
+	var st unix.Stat_t
+	switch err := unix.Lstat(e.p("nomark/f"), &st); {
+	case err == nil:
+		observe(t, b, XattrWhiteoutNeedsNoMarkerOnLookup, false, "unmarked xattr whiteout is a plain file to lookup and readdir")
+		wantContent(t, e.p("nomark/f"), "")
+	case errors.Is(err, unix.ENOENT):
+		observe(t, b, XattrWhiteoutNeedsNoMarkerOnLookup, true, "readdir lists nomark/f but lstat fails ENOENT")
+	default:
+		t.Errorf("lstat nomark/f: %v", err)
+	}
 
 	// Creating the name again in the union brings a new file.
 	writeFile(t, e.p("d/f"), "new")
@@ -246,6 +259,7 @@ func SpecialFilesLower(t *testing.T, b Backend) {
 	if err := unix.Mknod(e.L(0).p("blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 200))); err != nil {
 		t.Fatal(err)
 	}
+	e.L(0).chmod("fifo", 0o640).chmod("null", 0o666).chmod("blk", 0o600) // undo the umask
 	e.mount()
 
 	wantNames(t, e.m.Root(), "blk", "fifo", "null")

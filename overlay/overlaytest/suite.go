@@ -79,6 +79,18 @@ const (
 	// is a stub with the overlay "metacopy" xattr and the data stays in
 	// the lower layer (kernel metacopy=on).
 	MetadataOnlyCopyUp Quirk = "metadata-only-copy-up"
+	// CopyUpFillsSmallHoles: a data copy-up of a sparse file keeps only
+	// the big holes (kernel overlayfs copies in 1 MiB chunks and skips
+	// only chunks that are all hole), so the upper file's extents differ
+	// from the lower file's. Holes of whole aligned MiBs must stay holes
+	// in every backend.
+	CopyUpFillsSmallHoles Quirk = "copy-up-fills-small-holes"
+	// XattrWhiteoutNeedsNoMarkerOnLookup: lookup treats an empty file
+	// with the overlay "whiteout" xattr as a whiteout even when its parent
+	// dir lacks the opaque="x" marker, while readdir still lists the name
+	// (kernel overlayfs 6.18: lstat of the listed name fails ENOENT).
+	// Without the quirk the file is an ordinary empty file to both.
+	XattrWhiteoutNeedsNoMarkerOnLookup Quirk = "xattr-whiteout-without-marker-hides-on-lookup"
 	// InoChangesOnCopyUp: st_ino of a lower file changes when it is
 	// copied up.
 	InoChangesOnCopyUp Quirk = "ino-changes-on-copy-up"

@@ -43,6 +43,8 @@ func (k kernel) Quirks() QuirkSet {
 		InoChangesOnCopyUp:                 false,
 		CopyUpFillsSmallHoles:              true, // 1 MiB copy chunks
 		XattrWhiteoutNeedsNoMarkerOnLookup: true,
+		StaleReadAfterCopyUp:               false,
+		StaleMmapAfterCopyUp:               true, // overlayfs.rst, "Non-standard behavior" b)
 	}
 }
 

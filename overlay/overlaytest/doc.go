@@ -21,7 +21,16 @@
 //	}
 //
 // [Kernel] is the kernel overlayfs backend, mounted with strata's format
-// options (see overlay.FormatOptions).
+// options (see overlay.FormatOptions); TestKernel runs the suite on it.
+//
+// Layers hold overlay metadata in the trusted.overlay.* namespace (the
+// checks write it there with overlay.Format{}), so a backend must read
+// that form. Whiteouts in lower layers come in both forms (char device
+// 0/0, and the xattr form under an opaque="x" dir); whiteouts a backend
+// writes must be char devices 0/0, as the kernel writes them.
+//
+// A backend that cannot pass some checks yet implements [Skipper]; a
+// caller can also run single checks from All itself.
 //
 // # Quirks
 //
@@ -33,5 +42,6 @@
 //
 // and, if the backend pins its quirks (implements [Quirker]), fails when
 // the behaviour differs from the pinned one. [Run] logs a summary of all
-// observed quirks at the end.
+// observed quirks at the end. A quirk is never a licence for wrong
+// data: every accepted behaviour is spelled out in the check.
 package overlaytest

@@ -39,10 +39,12 @@ func (k kernel) Quirks() QuirkSet {
 		HardlinkBreaksOnCopyUp:             true,  // index=off
 		RenameDirEXDEV:                     false, // redirect_dir=on
 		RenameDirByRedirect:                true,
-		MetadataOnlyCopyUp:                 true, // metacopy=on
-		InoChangesOnCopyUp:                 false,
+		MetadataOnlyCopyUp:                 true,  // metacopy=on
+		InoChangesOnCopyUp:                 false, // same fs: real st_ino, origin kept
+		DirInoChangesOnCopyUp:              false,
+		OpaqueOnMkdirOverWhiteout:          true,
 		CopyUpFillsSmallHoles:              true, // 1 MiB copy chunks
-		XattrWhiteoutNeedsNoMarkerOnLookup: true,
+		XattrWhiteoutIgnoresMarkerOnLookup: true,
 		StaleReadAfterCopyUp:               false,
 		StaleMmapAfterCopyUp:               true, // overlayfs.rst, "Non-standard behavior" b)
 	}

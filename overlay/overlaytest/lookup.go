@@ -104,10 +104,10 @@ func WhiteoutXattr(t *testing.T, b Backend) {
 	var st unix.Stat_t
 	switch err := unix.Lstat(e.p("nomark/f"), &st); {
 	case err == nil:
-		observe(t, b, XattrWhiteoutNeedsNoMarkerOnLookup, false, "unmarked xattr whiteout is a plain file to lookup and readdir")
+		observe(t, b, XattrWhiteoutIgnoresMarkerOnLookup, false, "unmarked xattr whiteout is a plain file to lookup and readdir")
 		wantContent(t, e.p("nomark/f"), "")
 	case errors.Is(err, unix.ENOENT):
-		observe(t, b, XattrWhiteoutNeedsNoMarkerOnLookup, true, "readdir lists nomark/f but lstat fails ENOENT")
+		observe(t, b, XattrWhiteoutIgnoresMarkerOnLookup, true, "readdir lists nomark/f but lstat fails ENOENT")
 	default:
 		t.Errorf("lstat nomark/f: %v", err)
 	}

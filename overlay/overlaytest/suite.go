@@ -85,12 +85,12 @@ const (
 	// from the lower file's. Holes of whole aligned MiBs must stay holes
 	// in every backend.
 	CopyUpFillsSmallHoles Quirk = "copy-up-fills-small-holes"
-	// XattrWhiteoutNeedsNoMarkerOnLookup: lookup treats an empty file
+	// XattrWhiteoutIgnoresMarkerOnLookup: lookup treats an empty file
 	// with the overlay "whiteout" xattr as a whiteout even when its parent
 	// dir lacks the opaque="x" marker, while readdir still lists the name
 	// (kernel overlayfs 6.18: lstat of the listed name fails ENOENT).
 	// Without the quirk the file is an ordinary empty file to both.
-	XattrWhiteoutNeedsNoMarkerOnLookup Quirk = "xattr-whiteout-without-marker-hides-on-lookup"
+	XattrWhiteoutIgnoresMarkerOnLookup Quirk = "xattr-whiteout-without-marker-hides-on-lookup"
 	// StaleMmapAfterCopyUp: a read-only MAP_SHARED mapping of a lower
 	// file keeps showing the lower data after the file is copied up and
 	// written (kernel overlayfs, documented as non-standard behaviour).

@@ -179,7 +179,8 @@ type layerUse struct {
 // copy-ups, so strata refuses it itself.
 //
 // Paths compare equal when their strings match after cleaning, or when both
-// resolve to the same inode (symlinks, bind mounts). Relative paths in
+// resolve to the same inode (symlinks, bind mounts): one stat per upper and
+// work dir of every overlay mount, cheap next to the mount itself. Relative paths in
 // mountinfo (from mount(2) callers that chdir'ed) are resolved by inode only
 // when they happen to resolve from our cwd; such mounts can be missed.
 func findOverlayUse(entries []mountEntry, dirs ...string) (*layerUse, string) {
@@ -203,9 +204,6 @@ func findOverlayUse(entries []mountEntry, dirs ...string) (*layerUse, string) {
 				for j, d := range dirs {
 					if filepath.Clean(v) == d {
 						return &layerUse{entry: e, key: key, path: v}, d
-					}
-					if filepath.Base(v) != filepath.Base(d) {
-						continue
 					}
 					var st unix.Stat_t
 					if err := unix.Stat(v, &st); err == nil && st.Dev == want[j].dev && st.Ino == want[j].ino {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -239,14 +240,46 @@ func mountStack(s *Stack, target string, o MountOptions, feats Features) (*Mount
 
 	// Read back what the kernel runs with: it turns redirect_dir and
 	// metacopy off, with only a dmesg line, e.g. when the upper fs lacks
-	// xattrs.
-	if err := verifyFormat(p, res, o.StrictFormat); err != nil {
-		if uerr := unmountNow(target, unix.MNT_DETACH); uerr != nil {
-			err = fmt.Errorf("%w; and unmounting it again failed: %v", err, uerr)
+	// xattrs. Rendering mountinfo costs more than the mount itself for
+	// long chains (the kernel prints every layer path), and the outcome
+	// depends on the upper fs and the options only, so it is checked once
+	// per upper filesystem and option set while it keeps coming out clean.
+	key := formatKey(p)
+	if _, done := verifiedFormat.Load(key); !done {
+		if err := verifyFormat(p, res, o.StrictFormat); err != nil {
+			if uerr := unmountNow(target, unix.MNT_DETACH); uerr != nil {
+				err = fmt.Errorf("%w; and unmounting it again failed: %v", err, uerr)
+			}
+			return nil, err
 		}
-		return nil, err
+		if len(res.Dropped) == 0 {
+			verifiedFormat.Store(key, true)
+		}
 	}
 	return res, nil
+}
+
+// verifiedFormat holds the formatKeys whose mounts were read back with all
+// format options in effect.
+var verifiedFormat sync.Map
+
+type formatCheck struct {
+	upperDev uint64 // 0 without upper
+	hasUpper bool
+	opts     string
+}
+
+func formatKey(p *plan) formatCheck {
+	k := formatCheck{opts: strings.Join(p.opts, ",")}
+	if p.upper != "" {
+		var st unix.Stat_t
+		if err := unix.Stat(p.upper, &st); err == nil {
+			k.upperDev, k.hasUpper = st.Dev, true
+		} else {
+			k.opts = "unverifiable:" + k.opts // never matches a stored key
+		}
+	}
+	return k
 }
 
 // verifyFormat checks the format options of p against the mount now on

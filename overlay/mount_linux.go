@@ -180,6 +180,14 @@ func mountStack(s *Stack, target string, o MountOptions, feats Features) (*Mount
 
 	p := &plan{target: target, lowers: s.lowers, upper: s.upper, work: s.work, readOnly: o.ReadOnly}
 	if p.upper != "" {
+		// Claim upper and work in this process first, so two concurrent
+		// Mounts cannot both pass the mountinfo check below. (Another
+		// process can still race us; the kernel would only warn.)
+		release, err := claimDirs(p.upper, p.work)
+		if err != nil {
+			return nil, fmt.Errorf("overlay: mount %s: %w", target, err)
+		}
+		defer release()
 		entries, err := readMountinfo()
 		if err != nil {
 			return nil, fmt.Errorf("overlay: mount %s: %w", target, err)
@@ -280,6 +288,38 @@ func formatKey(p *plan) formatCheck {
 		}
 	}
 	return k
+}
+
+// mounting holds the upper and work dirs of overlay mounts in progress in
+// this process.
+var mounting struct {
+	mu   sync.Mutex
+	dirs map[string]bool // guarded by mu
+}
+
+// claimDirs marks dirs as being mounted, or fails with ErrInUse naming the
+// one another Mount of this process is mounting right now.
+func claimDirs(dirs ...string) (release func(), err error) {
+	mounting.mu.Lock()
+	defer mounting.mu.Unlock()
+	for _, d := range dirs {
+		if mounting.dirs[d] {
+			return nil, fmt.Errorf("%s: %w (another Mount of this process is mounting it now)", d, ErrInUse)
+		}
+	}
+	if mounting.dirs == nil {
+		mounting.dirs = make(map[string]bool)
+	}
+	for _, d := range dirs {
+		mounting.dirs[d] = true
+	}
+	return func() {
+		mounting.mu.Lock()
+		defer mounting.mu.Unlock()
+		for _, d := range dirs {
+			delete(mounting.dirs, d)
+		}
+	}, nil
 }
 
 // verifyFormat checks the format options of p against the mount now on
@@ -670,10 +710,11 @@ func Unmount(target string, opts ...UnmountOption) error {
 	for _, o := range opts {
 		o(&c)
 	}
-	// No Stat or EvalSymlinks of target here: both would fail on a dead
-	// FUSE mount.
+	// No Stat or EvalSymlinks of target before umount2: both would fail
+	// on a dead FUSE mount. umount2 itself follows a symlinked target,
+	// like MountStack resolves one.
 	target = filepath.Clean(target)
-	flags := unix.UMOUNT_NOFOLLOW
+	flags := 0
 	if c.detach {
 		flags |= unix.MNT_DETACH
 	}
@@ -696,7 +737,11 @@ func Unmount(target string, opts ...UnmountOption) error {
 		}
 		return nil
 	case errors.Is(err, unix.EBUSY):
-		return &BusyError{Target: target, Holders: findHolders(target)}
+		real := target
+		if r, err := filepath.EvalSymlinks(target); err == nil {
+			real = r // /proc shows resolved paths
+		}
+		return &BusyError{Target: target, Holders: findHolders(real)}
 	case errors.Is(err, unix.EINVAL):
 		return fmt.Errorf("overlay: unmount %s: %w (%w)", target, ErrNotMounted, err)
 	}

@@ -170,6 +170,35 @@ func TestMountRoundTripUpper(t *testing.T) {
 	}
 }
 
+func TestMountDroppedFormat(t *testing.T) {
+	testutil.RequireOverlay(t)
+	f := probed(t)
+	if !f.NewMountAPI || !f.LowerdirPlus {
+		t.Skip("uses the probed mount method")
+	}
+	base := t.TempDir()
+	l := mkdirs(t, base, "l%d", 1)
+	uw := mkdirs(t, base, "uw%d", 2)
+	s := mustStack(t, l, WithUpper(uw[0], uw[1]))
+	noMeta := f
+	noMeta.Metacopy = false
+	_, res := mountForced(t, s, MountOptions{}, noMeta)
+	if !slices.Equal(res.Dropped, []string{"metacopy=on"}) || slices.Contains(res.Options, "metacopy=on") {
+		t.Errorf("dropped %v options %v, want metacopy=on dropped and recorded", res.Dropped, res.Options)
+	}
+	if err := Unmount(res.Target); err != nil {
+		t.Fatal(err)
+	}
+	target, err := checkTarget(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mountStack(s, target, MountOptions{StrictFormat: true}, noMeta)
+	if !errors.Is(err, ErrNotSupported) {
+		t.Errorf("StrictFormat without metacopy: %v, want ErrNotSupported", err)
+	}
+}
+
 func TestMountReadOnlyMultiLower(t *testing.T) {
 	testutil.RequireOverlay(t)
 	base := t.TempDir()
@@ -583,6 +612,33 @@ func TestLegacyDataEscapes(t *testing.T) {
 	}
 }
 
+// BenchmarkMount500Legacy times the mount(2) fallback on the same chain
+// with short layer names relative to their parent (the only way it fits a
+// page).
+func BenchmarkMount500Legacy(b *testing.B) {
+	testutil.RequireOverlay(b)
+	f := probed(b)
+	base := filepath.Join(b.TempDir(), strings.Repeat("p", 100))
+	s := chain500(b, base, "L%03d", MaxKernelLowers)
+	target, err := checkTarget(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cleanupMount(b, target)
+	legacy := Features{PageSize: f.PageSize, Index: true, RedirectDir: f.RedirectDir, Metacopy: f.Metacopy, Xino: f.Xino}
+	for b.Loop() {
+		if _, err := mountStack(s, target, MountOptions{}, legacy); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := Unmount(target); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/mount")
+}
+
 // BenchmarkMount500 times mounting (not unmounting) a chain of 500 lower
 // layers and an upper with ~150-byte paths.
 func BenchmarkMount500(b *testing.B) {
@@ -605,5 +661,5 @@ func BenchmarkMount500(b *testing.B) {
 		}
 		b.StartTimer()
 	}
-	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/mount")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/mount")
 }

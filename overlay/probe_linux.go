@@ -85,22 +85,35 @@ func (f Features) pageSize() int {
 	return os.Getpagesize()
 }
 
-var probeOnce = sync.OnceValues(func() (Features, error) {
+var probeCache struct {
+	mu    sync.Mutex // held while probing, so concurrent callers wait
+	done  bool       // guarded by mu
+	feats Features   // guarded by mu; valid when done
+}
+
+// Probe finds the kernel's overlayfs features by tiny real mounts in a
+// temporary dir (os.TempDir), once per process: a successful result is
+// cached, a failed probe is retried on the next call. It needs the
+// privilege to mount. The option features (redirect_dir, metacopy,
+// userxattr, ...) hold for the temp dir's filesystem; use ProbeDir for the
+// filesystem the layers live on.
+func Probe() (Features, error) {
+	probeCache.mu.Lock()
+	defer probeCache.mu.Unlock()
+	if probeCache.done {
+		return probeCache.feats, nil
+	}
 	dir, err := os.MkdirTemp("", "strata-probe-")
 	if err != nil {
 		return Features{}, fmt.Errorf("overlay: probe: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	return probeIn(dir)
-})
-
-// Probe finds the kernel's overlayfs features by tiny real mounts in a
-// temporary dir (os.TempDir), once per process; later calls return the
-// cached result. It needs the privilege to mount. The option features
-// (redirect_dir, metacopy, userxattr, ...) hold for the temp dir's
-// filesystem; use ProbeDir for the filesystem the layers live on.
-func Probe() (Features, error) {
-	return probeOnce()
+	f, err := probeIn(dir)
+	if err != nil {
+		return f, err
+	}
+	probeCache.feats, probeCache.done = f, true
+	return f, nil
 }
 
 // ProbeDir probes like Probe, uncached, with its scratch dirs under dir,

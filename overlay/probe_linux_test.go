@@ -28,6 +28,14 @@ func TestProbe(t *testing.T) {
 	if f.PageSize < 4096 {
 		t.Errorf("page size %d", f.PageSize)
 	}
+	dirFeats, err := ProbeDir(t.TempDir())
+	if err != nil {
+		t.Fatalf("ProbeDir: %v", err)
+	}
+	if dirFeats.String() != f.String() {
+		// Same filesystem (both under os.TempDir), same answers.
+		t.Errorf("ProbeDir = %s, Probe = %s", dirFeats, f)
+	}
 	again, err := Probe()
 	if err != nil || again.String() != f.String() {
 		t.Errorf("second Probe = %s, %v; want the cached %s", again, err, f)

@@ -483,6 +483,59 @@ func TestMountErrors(t *testing.T) {
 	}
 }
 
+func TestMountKernelMessage(t *testing.T) {
+	testutil.RequireOverlay(t)
+	if f := probed(t); !f.NewMountAPI || !f.LowerdirPlus {
+		t.Skip("fs_context messages come with the new mount API")
+	}
+	l := mkdirs(t, t.TempDir(), "l%d", 2)
+	target, err := checkTarget(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupMount(t, target)
+	err = Mount(mustStack(t, l), target, MountOptions{Extra: []string{"redirect_dir=bogus"}})
+	if !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("Mount with a bad option: %v, want EINVAL", err)
+	}
+	t.Logf("error: %v", err)
+	// The kernel's own explanation must reach the user.
+	if !strings.Contains(err.Error(), "kernel:") || !strings.Contains(err.Error(), "redirect_dir") {
+		t.Errorf("error lacks the kernel's message: %v", err)
+	}
+}
+
+func TestMountConcurrentSameUpper(t *testing.T) {
+	testutil.RequireOverlay(t)
+	base := t.TempDir()
+	l := mkdirs(t, base, "l%d", 2)
+	uw := mkdirs(t, base, "uw%d", 2)
+	s := mustStack(t, l, WithUpper(uw[0], uw[1]))
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		target, err := checkTarget(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cleanupMount(t, target)
+		go func() { errs <- Mount(s, target, MountOptions{}) }()
+	}
+	ok := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrInUse):
+			t.Errorf("Mount: %v, want success or ErrInUse", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent mounts of one upper succeeded, want 1", ok, n)
+	}
+}
+
 func TestUnmountBusyNamesHolder(t *testing.T) {
 	testutil.RequireOverlay(t)
 	base := t.TempDir()

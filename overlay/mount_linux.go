@@ -43,6 +43,9 @@ type MountOptions struct {
 	// off. Without it such options are dropped and listed in
 	// MountResult.Dropped.
 	StrictFormat bool
+	// Features, when set, replaces Probe's result, e.g. with ProbeDir's
+	// for the filesystem the layers live on.
+	Features *Features
 }
 
 // MountResult says how a stack was mounted.
@@ -107,9 +110,12 @@ func MountStack(s *Stack, target string, o MountOptions) (*MountResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Features != nil {
+		return mountStack(s, abs, o, *o.Features)
+	}
 	feats, err := Probe()
 	if err != nil {
-		return nil, fmt.Errorf("overlay: mount %s: %w", abs, err)
+		return nil, fmt.Errorf("%w (while mounting %s)", err, abs)
 	}
 	return mountStack(s, abs, o, feats)
 }

@@ -127,18 +127,18 @@ func checkTarget(target string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("overlay: mount target %s: %w", target, err)
 	}
-	real, err := filepath.EvalSymlinks(abs)
+	resolved, err := filepath.EvalSymlinks(abs)
 	if err != nil {
 		return "", fmt.Errorf("overlay: mount target %s: %w", abs, unwrapPathError(err))
 	}
-	fi, err := os.Stat(real)
+	fi, err := os.Stat(resolved)
 	if err != nil {
-		return "", fmt.Errorf("overlay: mount target %s: %w", real, unwrapPathError(err))
+		return "", fmt.Errorf("overlay: mount target %s: %w", resolved, unwrapPathError(err))
 	}
 	if !fi.IsDir() {
-		return "", fmt.Errorf("overlay: mount target %s: %w", real, unix.ENOTDIR)
+		return "", fmt.Errorf("overlay: mount target %s: %w", resolved, unix.ENOTDIR)
 	}
-	return real, nil
+	return resolved, nil
 }
 
 // unwrapPathError drops the *fs.PathError around an errno, whose text
@@ -743,11 +743,11 @@ func Unmount(target string, opts ...UnmountOption) error {
 		}
 		return nil
 	case errors.Is(err, unix.EBUSY):
-		real := target
+		resolved := target
 		if r, err := filepath.EvalSymlinks(target); err == nil {
-			real = r // /proc shows resolved paths
+			resolved = r // /proc shows resolved paths
 		}
-		return &BusyError{Target: target, Holders: findHolders(real)}
+		return &BusyError{Target: target, Holders: findHolders(resolved)}
 	case errors.Is(err, unix.EINVAL):
 		return fmt.Errorf("overlay: unmount %s: %w (%w)", target, ErrNotMounted, err)
 	}

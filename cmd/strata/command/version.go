@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/overlay"
 )
 
 type versionOptions struct {
@@ -39,10 +41,11 @@ type versionInfo struct {
 
 // kernelFeatures is what strata knows about the running kernel.
 type kernelFeatures struct {
-	Release string `json:"release"`  // uname -r
-	Overlay bool   `json:"overlay"`  // overlay listed in /proc/filesystems
-	FUSE    bool   `json:"fuse"`     // /dev/fuse opens read-write
-	Probed  []Feat `json:"features"` // overlay mount features, probed
+	Release string   `json:"release"`         // uname -r
+	Overlay bool     `json:"overlay"`         // overlay listed in /proc/filesystems
+	FUSE    bool     `json:"fuse"`            // /dev/fuse opens read-write
+	Probed  []Feat   `json:"features"`        // overlay mount features, probed
+	Notes   []string `json:"notes,omitempty"` // why a feature is missing
 }
 
 // Feat is one probed kernel feature.
@@ -51,12 +54,8 @@ type Feat struct {
 	Supported bool   `json:"supported"`
 }
 
-// probeKernel fills kernelFeatures. A var so tests and the lead can swap it.
-//
-// TODO(lead): fill Probed from overlay.Probe() once it lands on main: one
-// Feat per field of overlay.Features (new-mount-api, lowerdir+, layer-fd,
-// userxattr, redirect_dir, metacopy, index, volatile, xino), and print its
-// Notes under --debug.
+// probeKernel fills kernelFeatures; overlay.Probe tries each overlay
+// feature with a real mount (it needs root). A var so tests can swap it.
 var probeKernel = func() kernelFeatures {
 	k := kernelFeatures{Probed: []Feat{}}
 	var u unix.Utsname
@@ -81,6 +80,23 @@ var probeKernel = func() kernelFeatures {
 	} else {
 		k.FUSE = false
 	}
+	f, err := overlay.Probe()
+	if err != nil {
+		k.Notes = append(k.Notes, "overlay features not probed: "+err.Error())
+		return k
+	}
+	k.Probed = []Feat{
+		{"new-mount-api", f.NewMountAPI},
+		{"lowerdir+", f.LowerdirPlus},
+		{"layer-fd", f.LayerFD},
+		{"userxattr", f.UserXattr},
+		{"redirect_dir", f.RedirectDir},
+		{"metacopy", f.Metacopy},
+		{"index", f.Index},
+		{"volatile", f.Volatile},
+		{"xino", f.Xino},
+	}
+	k.Notes = append(k.Notes, f.Notes...)
 	return k
 }
 
@@ -106,7 +122,7 @@ func (o *versionOptions) run(cmd *cobra.Command) error {
 		{"fuse", yesNo(v.Kernel.FUSE)},
 	}
 	if len(v.Kernel.Probed) == 0 {
-		rows = append(rows, [2]string{"overlay features", "not probed yet"})
+		rows = append(rows, [2]string{"overlay features", "not probed"})
 	}
 	for _, f := range v.Kernel.Probed {
 		rows = append(rows, [2]string{"overlay " + f.Name, yesNo(f.Supported)})
@@ -117,7 +133,13 @@ func (o *versionOptions) run(cmd *cobra.Command) error {
 			return err
 		}
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, n := range v.Kernel.Notes {
+		o.g.debugf(cmd, "%s", n)
+	}
+	return nil
 }
 
 func yesNo(b bool) string {

@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/stratafs/strata/internal/testutil"
 )
 
 func TestVersion(t *testing.T) {
@@ -12,7 +14,7 @@ func TestVersion(t *testing.T) {
 	t.Cleanup(func() { probeKernel = saved })
 	probeKernel = func() kernelFeatures {
 		return kernelFeatures{Release: "6.18.0-test", Overlay: true, FUSE: false,
-			Probed: []Feat{{"metacopy", true}, {"userxattr", false}}}
+			Probed: []Feat{{"metacopy", true}, {"userxattr", false}}, Notes: []string{"userxattr: EINVAL"}}
 	}
 
 	r := run(t, "version")
@@ -28,6 +30,9 @@ func TestVersion(t *testing.T) {
 	}
 	equal(t, strings.Join(want, "\n"), squeeze(r.stdout))
 
+	r = run(t, "--debug", "version")
+	equal(t, "strata: debug: userxattr: EINVAL\n", r.stderr)
+
 	r = run(t, "--format", "json", "version")
 	equal(t, ExitOK, r.code)
 	var v versionInfo
@@ -41,8 +46,9 @@ func TestVersion(t *testing.T) {
 }
 
 func TestVersion_RealProbe(t *testing.T) {
+	testutil.RequireOverlay(t) // overlay.Probe mounts
 	k := probeKernel()
-	if k.Release == "" || k.Probed == nil {
+	if k.Release == "" || !k.Overlay || len(k.Probed) == 0 {
 		t.Fatalf("probe: %+v", k)
 	}
 }

@@ -3,6 +3,7 @@ package command
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -18,10 +19,20 @@ import (
 type Backend interface {
 	// Name is the --backend name.
 	Name() string
-	// Mount mounts s on target. On error nothing is mounted.
-	Mount(s *overlay.Stack, target string, o overlay.MountOptions) error
+	// Mount mounts r.Stack on r.Target. On error nothing is mounted.
+	Mount(r MountRequest) error
 	// Unmount unmounts what this backend mounted on target.
 	Unmount(target string) error
+}
+
+// MountRequest is one mount for a Backend.
+type MountRequest struct {
+	Stack   *overlay.Stack
+	Target  string // absolute, an existing directory
+	Options overlay.MountOptions
+	// Debugf traces decisions (shown with --debug); Warnf reports what
+	// the user should know (shown always, on stderr). Both are non-nil.
+	Debugf, Warnf func(format string, a ...any)
 }
 
 // Backends by --backend name. The FUSE team replaces backends["fuse"] (from
@@ -61,13 +72,21 @@ type kernelBackend struct{}
 
 func (kernelBackend) Name() string { return "kernel" }
 
-// Mount mounts with overlay.Mount.
-//
-// TODO(lead): once overlay.MountStack is on main, call it here and show
-// its MountResult (Method, Options, Dropped, Notes) under --debug, and a
-// warning on stderr when a format option was dropped.
-func (kernelBackend) Mount(s *overlay.Stack, target string, o overlay.MountOptions) error {
-	return overlay.Mount(s, target, o)
+// Mount mounts with overlay.MountStack, tracing how it mounted and
+// warning about format options the kernel could not honour.
+func (kernelBackend) Mount(r MountRequest) error {
+	res, err := overlay.MountStack(r.Stack, r.Target, r.Options)
+	if err != nil {
+		return err
+	}
+	r.Debugf("kernel: %s, options %s", res.Method, strings.Join(res.Options, ","))
+	for _, n := range res.Notes {
+		r.Debugf("kernel: %s", n)
+	}
+	if len(res.Dropped) > 0 {
+		r.Warnf("warning: mounted without %s (not supported here; see --debug)", strings.Join(res.Dropped, ","))
+	}
+	return nil
 }
 
 func (kernelBackend) Unmount(target string) error { return overlay.Unmount(target) }
@@ -77,7 +96,7 @@ type unbuiltBackend struct{ name, msg string }
 
 func (b unbuiltBackend) Name() string { return b.name }
 
-func (b unbuiltBackend) Mount(*overlay.Stack, string, overlay.MountOptions) error {
+func (b unbuiltBackend) Mount(MountRequest) error {
 	return classified{errors.New(b.msg), ErrBackendNotBuilt}
 }
 

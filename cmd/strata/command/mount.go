@@ -280,7 +280,14 @@ func (o *mountOptions) run(cmd *cobra.Command, target string) error {
 		Extra:    spec.extra,
 	}
 	o.g.debugf(cmd, "stack: upper %q work %q lowers %q; options %+v", s.Upper(), s.Work(), s.Lowers(), mo)
-	b, err := o.mountWith(cmd, s, target, mo)
+	req := MountRequest{
+		Stack: s, Target: target, Options: mo,
+		Debugf: func(format string, a ...any) { o.g.debugf(cmd, format, a...) },
+		Warnf: func(format string, a ...any) {
+			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: mount: "+format+"\n", a...)
+		},
+	}
+	b, err := o.mountWith(cmd, req)
 	if err != nil {
 		return err
 	}
@@ -299,18 +306,18 @@ func (o *mountOptions) run(cmd *cobra.Command, target string) error {
 // mountWith mounts with the backend --backend names; "auto" tries the
 // kernel and falls back to FUSE only when the kernel cannot serve the
 // stack at all. It returns the backend that mounted.
-func (o *mountOptions) mountWith(cmd *cobra.Command, s *overlay.Stack, target string, mo overlay.MountOptions) (Backend, error) {
+func (o *mountOptions) mountWith(cmd *cobra.Command, req MountRequest) (Backend, error) {
 	if o.g.backend != "auto" {
 		b := backends[o.g.backend]
-		return b, b.Mount(s, target, mo)
+		return b, b.Mount(req)
 	}
 	kernel, fuse := backends["kernel"], backends["fuse"]
-	kerr := kernel.Mount(s, target, mo)
+	kerr := kernel.Mount(req)
 	if kerr == nil || !kernelCannot(kerr) {
 		return kernel, kerr
 	}
 	o.g.debugf(cmd, "kernel backend cannot mount (%v); trying fuse", kerr)
-	ferr := fuse.Mount(s, target, mo)
+	ferr := fuse.Mount(req)
 	switch {
 	case ferr == nil:
 		return fuse, nil

@@ -254,7 +254,7 @@ func TestMount_Errors(t *testing.T) {
 // failingKernel is a kernel backend on a machine without overlayfs.
 type failingKernel struct{ kernelBackend }
 
-func (failingKernel) Mount(*overlay.Stack, string, overlay.MountOptions) error {
+func (failingKernel) Mount(MountRequest) error {
 	return syscall.ENODEV
 }
 
@@ -286,4 +286,25 @@ func TestMount_AutoFallsBackToFUSE(t *testing.T) {
 	must(t, unix.Unmount(mnt, 0))
 	requireFails(t, run(t, "--backend", "kernel", "mount", "-o", "lowerdir="+lowerdir, mnt),
 		ExitNotSupported, "strata: mount: no such device")
+}
+
+func TestMount_UpperInUse(t *testing.T) {
+	testutil.RequireOverlay(t)
+	base, lowerdir := layers(t)
+	mnt, mnt2 := filepath.Join(base, "mnt"), filepath.Join(base, "mnt2")
+	must(t, os.Mkdir(mnt2, 0o755))
+	cleanupMount(t, mnt)
+	cleanupMount(t, mnt2)
+	opts := "lowerdir=" + lowerdir + ",upperdir=" + filepath.Join(base, "upper") + ",workdir=" + filepath.Join(base, "work")
+
+	r := run(t, "--debug", "mount", "-o", opts, mnt)
+	equal(t, ExitOK, r.code, r.stderr)
+	contains(t, r.stderr, "strata: debug: kernel: ")
+
+	r = run(t, "mount", "-o", opts, mnt2)
+	equal(t, ExitExists, r.code, r.stderr)
+	contains(t, r.stderr, "already in use")
+	if mountedHere(t, mnt2) {
+		t.Fatal("second mount of one upper dir succeeded")
+	}
 }

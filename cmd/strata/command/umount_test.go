@@ -2,6 +2,7 @@ package command
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -38,4 +39,23 @@ func TestUnescapeMountinfo(t *testing.T) {
 	equal(t, "/a b\tc\\d", unescapeMountinfo(`/a\040b\011c\134d`))
 	equal(t, `/plain`, unescapeMountinfo(`/plain`))
 	equal(t, `/x\04`, unescapeMountinfo(`/x\04`))
+}
+
+func TestUmount_Busy(t *testing.T) {
+	testutil.RequireOverlay(t)
+	base, lowerdir := layers(t)
+	mnt := filepath.Join(base, "mnt")
+	cleanupMount(t, mnt)
+	equal(t, ExitOK, run(t, "mount", "-o", "lowerdir="+lowerdir, mnt).code)
+
+	f, err := os.Open(filepath.Join(mnt, "a"))
+	must(t, err)
+	r := run(t, "umount", mnt)
+	must(t, f.Close())
+	equal(t, ExitExists, r.code, r.stderr)
+	contains(t, r.stderr, "busy")
+	if !mountedHere(t, mnt) {
+		t.Fatal("busy mount was detached")
+	}
+	equal(t, ExitOK, run(t, "umount", mnt).code)
 }

@@ -1,0 +1,369 @@
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"maps"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/stratafs/strata/overlay"
+)
+
+// FormatVersion is the version of the store's on-disk format that this code
+// writes. Open refuses stores with a higher version.
+const FormatVersion = 1
+
+// DefaultLockTimeout is how long Open waits for the store's file lock.
+const DefaultLockTimeout = 100 * time.Millisecond
+
+// Names inside the root.
+const (
+	metadataFile = "metadata.db"
+	ownerFile    = "owner"
+	snapshotsDir = "snapshots"
+	stagingDir   = "staging"
+)
+
+// Bolt layout: one top bucket "v1" holding
+//
+//	meta/      format -> decimal version; overlay -> comma-separated options; created -> RFC 3339
+//	snapshots/ key -> JSON record; the bucket's sequence allocates ids
+//	children/  parent name -> bucket of child keys
+var (
+	bucketRoot      = []byte("v1")
+	bucketMeta      = []byte("meta")
+	bucketSnapshots = []byte("snapshots")
+	bucketChildren  = []byte("children")
+
+	metaFormat  = []byte("format")
+	metaOverlay = []byte("overlay")
+	metaCreated = []byte("created")
+)
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	backend     Backend
+	lockTimeout time.Duration
+}
+
+// WithBackend selects how Mounts assembles snapshots (default kernel).
+func WithBackend(b Backend) Option { return func(c *config) { c.backend = b } }
+
+// WithLockTimeout sets how long Open waits for the store lock held by
+// another owner before failing with ErrLocked (default 100 ms).
+func WithLockTimeout(d time.Duration) Option { return func(c *config) { c.lockTimeout = d } }
+
+// Store is a snapshot store at one root directory. It is safe for
+// concurrent use; one process owns a store at a time.
+type Store struct {
+	root    string // absolute, immutable
+	db      *bolt.DB
+	backend backend // immutable
+	overlay []string // overlay format options recorded in the metadata; immutable
+
+	// dirMu orders changes of the dir tree against Cleanup: operations that
+	// build or rename dirs hold it shared, Cleanup and Check exclusively, so
+	// Cleanup never mistakes a dir whose transaction is in flight for an
+	// orphan.
+	dirMu sync.RWMutex
+
+	closeMu sync.Mutex // guards closed
+	closed  bool
+}
+
+// Open opens (creating if needed) the store at root. It fails fast with
+// ErrLocked, naming the owner, when another owner has the store open, and
+// with ErrUnsupportedFormat when the store was written by a newer format.
+func Open(root string, opts ...Option) (_ *Store, err error) {
+	c := config{backend: BackendKernel, lockTimeout: DefaultLockTimeout}
+	for _, o := range opts {
+		o(&c)
+	}
+	be, err := newBackend(c.backend)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", root, err)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", root, err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, snapshotsDir), filepath.Join(abs, stagingDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", abs, err)
+		}
+	}
+	db, err := bolt.Open(filepath.Join(abs, metadataFile), 0o600, &bolt.Options{Timeout: c.lockTimeout})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: %w: %s", abs, ErrLocked, describeOwner(abs))
+		}
+		return nil, fmt.Errorf("open store %s: metadata: %w", abs, err)
+	}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+	if err := writeOwner(abs); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	s := &Store{root: abs, db: db, backend: be}
+	if s.overlay, err = initMeta(db); err != nil {
+		os.Remove(filepath.Join(abs, ownerFile))
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	// Nothing can be in flight in staging/ now: we own the store.
+	if err := emptyDir(filepath.Join(abs, stagingDir)); err != nil {
+		os.Remove(filepath.Join(abs, ownerFile))
+		return nil, fmt.Errorf("open store %s: clean staging: %w", abs, err)
+	}
+	return s, nil
+}
+
+// initMeta checks the format version of the store, recording the current
+// one in a new store, and returns the overlay options in use.
+func initMeta(db *bolt.DB) (opts []string, err error) {
+	err = db.Update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists(bucketRoot)
+		if err != nil {
+			return err
+		}
+		meta := root.Bucket(bucketMeta)
+		if meta == nil {
+			if meta, err = root.CreateBucket(bucketMeta); err != nil {
+				return err
+			}
+			opts = overlay.FormatOptions(overlay.Format{})
+			for k, v := range map[string]string{
+				string(metaFormat):  strconv.Itoa(FormatVersion),
+				string(metaOverlay): strings.Join(opts, ","),
+				string(metaCreated): time.Now().UTC().Format(time.RFC3339Nano),
+			} {
+				if err := meta.Put([]byte(k), []byte(v)); err != nil {
+					return err
+				}
+			}
+		} else {
+			v, err := strconv.Atoi(string(meta.Get(metaFormat)))
+			if err != nil {
+				return fmt.Errorf("format version %q: %w", meta.Get(metaFormat), ErrUnsupportedFormat)
+			}
+			if v > FormatVersion {
+				return fmt.Errorf("format version %d is newer than %d, the newest this strata knows; use a newer strata: %w",
+					v, FormatVersion, ErrUnsupportedFormat)
+			}
+			if o := string(meta.Get(metaOverlay)); o != "" {
+				opts = strings.Split(o, ",")
+			}
+		}
+		for _, b := range [][]byte{bucketSnapshots, bucketChildren} {
+			if _, err := root.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return opts, err
+}
+
+// writeOwner records this process as the owner of the store at root.
+func writeOwner(root string) error {
+	exe, _ := os.Executable()
+	cmd := strings.Join(os.Args, " ")
+	if len(cmd) > 200 {
+		cmd = cmd[:200] + "…"
+	}
+	if exe == "" {
+		exe = "?"
+	}
+	b := fmt.Sprintf("pid %d\nexe %s\ncmd %s\n", os.Getpid(), exe, cmd)
+	p := filepath.Join(root, ownerFile)
+	if err := os.WriteFile(p+".tmp", []byte(b), 0o600); err != nil {
+		return fmt.Errorf("owner file: %w", err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return fmt.Errorf("owner file: %w", err)
+	}
+	return nil
+}
+
+// describeOwner names the owner recorded at root, for the ErrLocked message.
+func describeOwner(root string) string {
+	b, err := os.ReadFile(filepath.Join(root, ownerFile))
+	if err != nil {
+		return "owner unknown (no owner file)"
+	}
+	var pid, cmd string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "pid "); ok {
+			pid = v
+		} else if v, ok := strings.CutPrefix(line, "cmd "); ok {
+			cmd = v
+		}
+	}
+	return fmt.Sprintf("owned by pid %s (%s)", pid, cmd)
+}
+
+// Root returns the absolute root dir of the store.
+func (s *Store) Root() string { return s.root }
+
+// OverlayOptions returns the overlay format options recorded in the store.
+func (s *Store) OverlayOptions() []string { return append([]string(nil), s.overlay...) }
+
+// Close releases the store. Closing twice is not an error.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	// Remove the owner file before the lock goes, so that it never names
+	// a process that has let go.
+	rmErr := os.Remove(filepath.Join(s.root, ownerFile))
+	if errors.Is(rmErr, os.ErrNotExist) {
+		rmErr = nil
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.root, err)
+	}
+	if rmErr != nil {
+		return fmt.Errorf("close store %s: %w", s.root, rmErr)
+	}
+	return nil
+}
+
+// record is the stored form of a snapshot.
+type record struct {
+	ID      uint64            `json:"id"`
+	Kind    Kind              `json:"kind"`
+	Parent  string            `json:"parent,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Created time.Time         `json:"created"`
+	Updated time.Time         `json:"updated"`
+	// Usage of a committed snapshot, measured at commit.
+	Inodes int64 `json:"inodes,omitempty"`
+	Size   int64 `json:"size,omitempty"`
+}
+
+func (r *record) info(key string) Info {
+	return Info{Kind: r.Kind, Name: key, Parent: r.Parent, Labels: maps.Clone(r.Labels),
+		Created: r.Created, Updated: r.Updated}
+}
+
+// buckets are the store's buckets within one transaction.
+type buckets struct {
+	snaps    *bolt.Bucket
+	children *bolt.Bucket
+}
+
+func getBuckets(tx *bolt.Tx) (buckets, error) {
+	root := tx.Bucket(bucketRoot)
+	if root == nil {
+		return buckets{}, fmt.Errorf("metadata: missing bucket %q: %w", bucketRoot, ErrInconsistent)
+	}
+	b := buckets{snaps: root.Bucket(bucketSnapshots), children: root.Bucket(bucketChildren)}
+	if b.snaps == nil || b.children == nil {
+		return buckets{}, fmt.Errorf("metadata: missing buckets: %w", ErrInconsistent)
+	}
+	return b, nil
+}
+
+func (b buckets) get(key string) (*record, error) {
+	v := b.snaps.Get([]byte(key))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var r record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("metadata of %q: %w", key, err)
+	}
+	return &r, nil
+}
+
+func (b buckets) put(key string, r *record) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return b.snaps.Put([]byte(key), v)
+}
+
+func (b buckets) addChild(parent, child string) error {
+	cb, err := b.children.CreateBucketIfNotExists([]byte(parent))
+	if err != nil {
+		return err
+	}
+	return cb.Put([]byte(child), []byte{1})
+}
+
+func (b buckets) removeChild(parent, child string) error {
+	cb := b.children.Bucket([]byte(parent))
+	if cb == nil {
+		return nil
+	}
+	if err := cb.Delete([]byte(child)); err != nil {
+		return err
+	}
+	if k, _ := cb.Cursor().First(); k == nil {
+		return b.children.DeleteBucket([]byte(parent))
+	}
+	return nil
+}
+
+func (b buckets) hasChildren(parent string) bool {
+	cb := b.children.Bucket([]byte(parent))
+	if cb == nil {
+		return false
+	}
+	k, _ := cb.Cursor().First()
+	return k != nil
+}
+
+// chain returns the records of key's ancestors, its parent first.
+func (b buckets) chain(key string, r *record) ([]*record, error) {
+	var out []*record
+	for p := r.Parent; p != ""; {
+		pr, err := b.get(p)
+		if err != nil {
+			return nil, fmt.Errorf("parent %q of %q: %w", p, key, err)
+		}
+		out = append(out, pr)
+		key, p = p, pr.Parent
+		if len(out) > 1<<16 {
+			return nil, fmt.Errorf("parent chain of %q loops: %w", key, ErrInconsistent)
+		}
+	}
+	return out, nil
+}
+
+// Paths of a snapshot's dirs.
+func (s *Store) snapDir(id uint64) string {
+	return filepath.Join(s.root, snapshotsDir, strconv.FormatUint(id, 10))
+}
+func (s *Store) fsDir(id uint64) string   { return filepath.Join(s.snapDir(id), "fs") }
+func (s *Store) workDir(id uint64) string { return filepath.Join(s.snapDir(id), "work") }
+
+// emptyDir removes everything inside dir.
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+	}
+	return errors.Join(errs...)
+}

@@ -3,8 +3,8 @@ package snapshot
 import (
 	"encoding/json"
 	"errors"
-	"maps"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,7 +69,7 @@ func WithLockTimeout(d time.Duration) Option { return func(c *config) { c.lockTi
 type Store struct {
 	root    string // absolute, immutable
 	db      *bolt.DB
-	backend backend // immutable
+	backend backend  // immutable
 	overlay []string // overlay format options recorded in the metadata; immutable
 
 	// dirMu orders changes of the dir tree against Cleanup: operations that

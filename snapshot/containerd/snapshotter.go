@@ -199,4 +199,3 @@ type classified struct {
 
 func (c *classified) Error() string   { return c.err.Error() }
 func (c *classified) Unwrap() []error { return []error{c.err, c.class} }
-

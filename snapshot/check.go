@@ -3,10 +3,12 @@ package snapshot
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -111,6 +113,9 @@ func (s *Store) Check(ctx context.Context) error {
 					add("%q (id %d): work dir %s missing", key, r.ID, s.workDir(r.ID))
 				}
 			}
+			if r.Parent == "" && len(r.Chain) > 0 {
+				add("%q: no parent but a chain of %d ids", key, len(r.Chain))
+			}
 			if r.Parent != "" {
 				pr, ok := recs[r.Parent]
 				switch {
@@ -118,25 +123,29 @@ func (s *Store) Check(ctx context.Context) error {
 					add("%q: parent %q does not exist (dangling)", key, r.Parent)
 				case pr.Kind != KindCommitted:
 					add("%q: parent %q is %s, not committed", key, r.Parent, pr.Kind)
+				case !slices.Equal(r.Chain, append([]uint64{pr.ID}, pr.Chain...)):
+					add("%q: chain %v disagrees with its parent %q (id %d, chain %v)", key, r.Chain, r.Parent, pr.ID, pr.Chain)
 				}
-				if cb := b.children.Bucket([]byte(r.Parent)); cb == nil || cb.Get([]byte(key)) == nil {
-					add("%q: missing from the children of %q", key, r.Parent)
+				if len(r.Chain) > 0 && b.children.Get(childKey(r.Chain[0], r.ID)) == nil {
+					add("%q (id %d): missing from the children index of id %d", key, r.ID, r.Chain[0])
 				}
 			}
 		}
 		// The children index must not name anything that is not a child.
-		return b.children.ForEach(func(p, _ []byte) error {
-			cb := b.children.Bucket(p)
-			if cb == nil {
-				add("children index: %q is not a bucket", p)
+		byID := map[uint64]*record{}
+		for _, r := range recs {
+			byID[r.ID] = r
+		}
+		return b.children.ForEach(func(k, _ []byte) error {
+			if len(k) != 16 {
+				add("children index: malformed key %x", k)
 				return nil
 			}
-			return cb.ForEach(func(c, _ []byte) error {
-				if r, ok := recs[string(c)]; !ok || r.Parent != string(p) {
-					add("children index: %q lists %q, which is not its child", p, c)
-				}
-				return nil
-			})
+			p, c := binary.BigEndian.Uint64(k[:8]), binary.BigEndian.Uint64(k[8:])
+			if r, ok := byID[c]; !ok || len(r.Chain) == 0 || r.Chain[0] != p {
+				add("children index: id %d lists id %d, which is not its child", p, c)
+			}
+			return nil
 		})
 	})
 	if err != nil {

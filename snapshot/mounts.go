@@ -9,9 +9,9 @@ import (
 // between the store and the ways of assembling a union: kernel overlayfs
 // (kernelBackend) and strata's FUSE filesystem (fuseBackend).
 type backend interface {
-	// mounts returns the mounts of r, whose ancestors are chain (parent
-	// first). It runs inside a metadata transaction: no I/O.
-	mounts(s *Store, r *record, chain []*record) ([]Mount, error)
+	// mounts returns the mounts of r (its ancestors are r.Chain). It runs
+	// inside a metadata transaction: no I/O.
+	mounts(s *Store, r *record) ([]Mount, error)
 }
 
 func newBackend(b Backend) (backend, error) {
@@ -37,41 +37,44 @@ func newBackend(b Backend) (backend, error) {
 // Overlay mounts carry the store's format options (redirect_dir=on, …).
 type kernelBackend struct{}
 
-func (kernelBackend) mounts(s *Store, r *record, chain []*record) ([]Mount, error) {
+func (kernelBackend) mounts(s *Store, r *record) ([]Mount, error) {
 	if r.Kind == KindActive {
-		if len(chain) == 0 {
+		if len(r.Chain) == 0 {
 			return []Mount{{Type: "bind", Source: s.fsDir(r.ID), Options: []string{"rw", "rbind"}}}, nil
 		}
 		opts := append([]string(nil), s.overlay...)
 		opts = append(opts,
 			"workdir="+s.workDir(r.ID),
 			"upperdir="+s.fsDir(r.ID),
-			"lowerdir="+lowerdirs(s, chain))
+			"lowerdir="+lowerdirs(s, r.Chain))
 		return []Mount{{Type: "overlay", Source: "overlay", Options: opts}}, nil
 	}
 	// Read-only: a view has an empty fs dir of its own that holds nothing;
 	// a committed snapshot's own layer is the top of what it shows.
-	layers := chain
+	layers := r.Chain
 	if r.Kind == KindCommitted {
-		layers = append([]*record{r}, chain...)
+		layers = append([]uint64{r.ID}, r.Chain...)
 	}
 	switch len(layers) {
 	case 0:
 		return []Mount{{Type: "bind", Source: s.fsDir(r.ID), Options: []string{"ro", "rbind"}}}, nil
 	case 1:
-		return []Mount{{Type: "bind", Source: s.fsDir(layers[0].ID), Options: []string{"ro", "rbind"}}}, nil
+		return []Mount{{Type: "bind", Source: s.fsDir(layers[0]), Options: []string{"ro", "rbind"}}}, nil
 	}
 	opts := append([]string{"ro"}, s.overlay...)
 	opts = append(opts, "lowerdir="+lowerdirs(s, layers))
 	return []Mount{{Type: "overlay", Source: "overlay", Options: opts}}, nil
 }
 
-func lowerdirs(s *Store, layers []*record) string {
-	dirs := make([]string, len(layers))
-	for i, l := range layers {
-		dirs[i] = s.fsDir(l.ID)
+func lowerdirs(s *Store, layers []uint64) string {
+	var b strings.Builder
+	for i, id := range layers {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(s.fsDir(id))
 	}
-	return strings.Join(dirs, ":")
+	return b.String()
 }
 
 // fuseBackend will return a mount of strata's FUSE filesystem serving the
@@ -80,6 +83,6 @@ func lowerdirs(s *Store, layers []*record) string {
 // kernel's 500 lowers. Not built yet.
 type fuseBackend struct{}
 
-func (fuseBackend) mounts(s *Store, r *record, chain []*record) ([]Mount, error) {
+func (fuseBackend) mounts(s *Store, r *record) ([]Mount, error) {
 	return nil, fmt.Errorf("fuse backend: %w", ErrNotImplemented)
 }

@@ -108,7 +108,7 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		var chain []*record
+		var chain []uint64
 		if parent != "" {
 			pr, err := b.get(parent)
 			if err != nil {
@@ -117,24 +117,23 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 			if pr.Kind != KindCommitted {
 				return fmt.Errorf("parent %q is %s, not committed: %w", parent, pr.Kind, ErrInvalidArgument)
 			}
-			if chain, err = b.chain(parent, pr); err != nil {
-				return err
-			}
-			chain = append([]*record{pr}, chain...)
-			if err := b.addChild(parent, key); err != nil {
-				return err
-			}
+			chain = append([]uint64{pr.ID}, pr.Chain...)
 		}
 		id, err := b.snaps.NextSequence()
 		if err != nil {
 			return err
 		}
+		if len(chain) > 0 {
+			if err := b.addChild(chain[0], id); err != nil {
+				return err
+			}
+		}
 		now := time.Now().UTC()
-		r := &record{ID: id, Kind: kind, Parent: parent, Labels: info.Labels, Created: now, Updated: now}
+		r := &record{ID: id, Kind: kind, Parent: parent, Chain: chain, Labels: info.Labels, Created: now, Updated: now}
 		if err := b.put(key, r); err != nil {
 			return err
 		}
-		if mounts, err = s.backend.mounts(s, r, chain); err != nil {
+		if mounts, err = s.backend.mounts(s, r); err != nil {
 			return err
 		}
 		dst := s.snapDir(id)
@@ -227,13 +226,8 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 				return fmt.Errorf("parent %q is %s, not committed: %w", info.Parent, pr.Kind, ErrInvalidArgument)
 			}
 			r.Parent = info.Parent
-		} else if r.Parent != "" {
-			if err := b.removeChild(r.Parent, key); err != nil {
-				return err
-			}
-		}
-		if r.Parent != "" {
-			if err := b.addChild(r.Parent, name); err != nil {
+			r.Chain = append([]uint64{pr.ID}, pr.Chain...)
+			if err := b.addChild(pr.ID, r.ID); err != nil {
 				return err
 			}
 		}
@@ -276,11 +270,11 @@ func (s *Store) remove(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
-		if b.hasChildren(key) {
+		if b.hasChildren(r.ID) {
 			return fmt.Errorf("snapshot has children: %w", ErrFailedPrecondition)
 		}
-		if r.Parent != "" {
-			if err := b.removeChild(r.Parent, key); err != nil {
+		if len(r.Chain) > 0 {
+			if err := b.removeChild(r.Chain[0], r.ID); err != nil {
 				return err
 			}
 		}
@@ -412,11 +406,7 @@ func (s *Store) Mounts(ctx context.Context, key string) ([]Mount, error) {
 		if err != nil {
 			return err
 		}
-		chain, err := b.chain(key, r)
-		if err != nil {
-			return err
-		}
-		m, err = s.backend.mounts(s, r, chain)
+		m, err = s.backend.mounts(s, r)
 		return err
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +38,7 @@ const (
 //
 //	meta/      format -> decimal version; overlay -> comma-separated options; created -> RFC 3339
 //	snapshots/ key -> JSON record; the bucket's sequence allocates ids
-//	children/  parent name -> bucket of child keys
+//	children/  parent id ‖ child id (big-endian uint64s) -> 1
 var (
 	bucketRoot      = []byte("v1")
 	bucketMeta      = []byte("meta")
@@ -246,12 +247,16 @@ func (s *Store) Close() error {
 
 // record is the stored form of a snapshot.
 type record struct {
-	ID      uint64            `json:"id"`
-	Kind    Kind              `json:"kind"`
-	Parent  string            `json:"parent,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Created time.Time         `json:"created"`
-	Updated time.Time         `json:"updated"`
+	ID     uint64            `json:"id"`
+	Kind   Kind              `json:"kind"`
+	Parent string            `json:"parent,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Chain holds the ids of the ancestors, parent first. Ancestors can
+	// neither change nor go while a snapshot has them, so Mounts needs
+	// this one record only.
+	Chain   []uint64  `json:"chain,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 	// Usage of a committed snapshot, measured at commit.
 	Inodes int64 `json:"inodes,omitempty"`
 	Size   int64 `json:"size,omitempty"`
@@ -300,52 +305,30 @@ func (b buckets) put(key string, r *record) error {
 	return b.snaps.Put([]byte(key), v)
 }
 
-func (b buckets) addChild(parent, child string) error {
-	cb, err := b.children.CreateBucketIfNotExists([]byte(parent))
-	if err != nil {
-		return err
-	}
-	return cb.Put([]byte(child), []byte{1})
+// childKey is the key of the children index entry that says the snapshot
+// with id child has the parent with id parent: both big-endian, so that
+// all children of a parent are adjacent. Ids never change, so Commit
+// (which renames a key but keeps its id) leaves the index alone.
+func childKey(parent, child uint64) []byte {
+	var k [16]byte
+	binary.BigEndian.PutUint64(k[:8], parent)
+	binary.BigEndian.PutUint64(k[8:], child)
+	return k[:]
 }
 
-func (b buckets) removeChild(parent, child string) error {
-	cb := b.children.Bucket([]byte(parent))
-	if cb == nil {
-		return nil
-	}
-	if err := cb.Delete([]byte(child)); err != nil {
-		return err
-	}
-	if k, _ := cb.Cursor().First(); k == nil {
-		return b.children.DeleteBucket([]byte(parent))
-	}
-	return nil
+func (b buckets) addChild(parent, child uint64) error {
+	return b.children.Put(childKey(parent, child), []byte{1})
 }
 
-func (b buckets) hasChildren(parent string) bool {
-	cb := b.children.Bucket([]byte(parent))
-	if cb == nil {
-		return false
-	}
-	k, _ := cb.Cursor().First()
-	return k != nil
+func (b buckets) removeChild(parent, child uint64) error {
+	return b.children.Delete(childKey(parent, child))
 }
 
-// chain returns the records of key's ancestors, its parent first.
-func (b buckets) chain(key string, r *record) ([]*record, error) {
-	var out []*record
-	for p := r.Parent; p != ""; {
-		pr, err := b.get(p)
-		if err != nil {
-			return nil, fmt.Errorf("parent %q of %q: %w", p, key, err)
-		}
-		out = append(out, pr)
-		key, p = p, pr.Parent
-		if len(out) > 1<<16 {
-			return nil, fmt.Errorf("parent chain of %q loops: %w", key, ErrInconsistent)
-		}
-	}
-	return out, nil
+func (b buckets) hasChildren(parent uint64) bool {
+	var prefix [8]byte
+	binary.BigEndian.PutUint64(prefix[:], parent)
+	k, _ := b.children.Cursor().Seek(prefix[:])
+	return len(k) == 16 && string(k[:8]) == string(prefix[:])
 }
 
 // Paths of a snapshot's dirs.

@@ -347,6 +347,9 @@ func TestCheckFindsProblems(t *testing.T) {
 			return err
 		}
 		r.Parent = "gone"
+		if err := b.removeChild(r.Chain[0], r.ID); err != nil {
+			return err
+		}
 		return b.put("a", r)
 	}); err != nil {
 		t.Fatal(err)
@@ -356,7 +359,7 @@ func TestCheckFindsProblems(t *testing.T) {
 	}
 	err := s.Check(ctx)
 	wantErr(t, "check", err, ErrInconsistent)
-	for _, want := range []string{`parent "gone" does not exist`, "work dir", `"p" lists "a"`} {
+	for _, want := range []string{`parent "gone" does not exist`, "work dir", "missing from the children index"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("check report lacks %q:\n%v", want, err)
 		}
@@ -365,6 +368,9 @@ func TestCheckFindsProblems(t *testing.T) {
 	if err := s.update(func(b buckets) error {
 		r, _ := b.get("a")
 		r.Parent = "p"
+		if err := b.addChild(r.Chain[0], r.ID); err != nil {
+			return err
+		}
 		return b.put("a", r)
 	}); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package snapshot
 import (
 	"fmt"
 	"strings"
+
+	"github.com/stratafs/strata/overlay"
 )
 
 // backend turns a snapshot and its chain into mounts. It is the seam
@@ -38,6 +40,14 @@ func newBackend(b Backend) (backend, error) {
 type kernelBackend struct{}
 
 func (kernelBackend) mounts(s *Store, r *record) ([]Mount, error) {
+	n := len(r.Chain) // lower layers: the chain, plus itself for a committed snapshot
+	if r.Kind == KindCommitted {
+		n++
+	}
+	if n > overlay.MaxKernelLowers {
+		return nil, fmt.Errorf("kernel backend: chain of %d layers: %w: %w (limit %d; flatten the chain or use the FUSE backend)",
+			n, ErrFailedPrecondition, overlay.ErrTooManyLayers, overlay.MaxKernelLowers)
+	}
 	if r.Kind == KindActive {
 		if len(r.Chain) == 0 {
 			return []Mount{{Type: "bind", Source: s.fsDir(r.ID), Options: []string{"rw", "rbind"}}}, nil

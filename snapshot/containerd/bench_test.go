@@ -10,8 +10,8 @@ import (
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
-	ctrdoverlay "github.com/containerd/containerd/v2/plugins/snapshots/overlay"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	ctrdoverlay "github.com/containerd/containerd/v2/plugins/snapshots/overlay"
 
 	"github.com/stratafs/strata/internal/testutil"
 )

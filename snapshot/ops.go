@@ -422,7 +422,7 @@ func (s *Store) Mounts(ctx context.Context, key string) ([]Mount, error) {
 func (s *Store) Walk(ctx context.Context, fn WalkFunc, fs ...string) error {
 	filter, err := filters.ParseAll(fs...)
 	if err != nil {
-		return fmt.Errorf("walk: filter %q: %w: %v", fs, ErrInvalidArgument, err)
+		return fmt.Errorf("walk: filter %q: %w: %w", fs, ErrInvalidArgument, err)
 	}
 	// Collect first, call fn outside the transaction, so fn may call back
 	// into the store.

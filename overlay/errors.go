@@ -12,4 +12,9 @@ var (
 	ErrInUse = errors.New("already in use by another overlay mount")
 	// ErrNotSupported: the running kernel lacks a needed feature.
 	ErrNotSupported = errors.New("not supported by this kernel")
+	// ErrBusy: a mount stayed busy through Unmount's retries; the error is
+	// a *BusyError naming the processes that hold it, when found.
+	ErrBusy = errors.New("mount is busy")
+	// ErrNotMounted: Unmount's target is not a mount point.
+	ErrNotMounted = errors.New("not a mount point")
 )

@@ -52,7 +52,7 @@ func (kernelBackend) mounts(s *Store, r *record) ([]Mount, error) {
 		if len(r.Chain) == 0 {
 			return []Mount{{Type: "bind", Source: s.fsDir(r.ID), Options: []string{"rw", "rbind"}}}, nil
 		}
-		opts := append([]string(nil), s.overlay...)
+		opts := append([]string(nil), s.format.OverlayOptions...)
 		opts = append(opts,
 			"workdir="+s.workDir(r.ID),
 			"upperdir="+s.fsDir(r.ID),
@@ -71,7 +71,7 @@ func (kernelBackend) mounts(s *Store, r *record) ([]Mount, error) {
 	case 1:
 		return []Mount{{Type: "bind", Source: s.fsDir(layers[0]), Options: []string{"ro", "rbind"}}}, nil
 	}
-	opts := append([]string{"ro"}, s.overlay...)
+	opts := append([]string{"ro"}, s.format.OverlayOptions...)
 	opts = append(opts, "lowerdir="+lowerdirs(s, layers))
 	return []Mount{{Type: "overlay", Source: "overlay", Options: opts}}, nil
 }

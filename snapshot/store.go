@@ -36,7 +36,8 @@ const (
 
 // Bolt layout: one top bucket "v1" holding
 //
-//	meta/      format -> decimal version; overlay -> comma-separated options; created -> RFC 3339
+//	meta/      format -> decimal version; overlay -> comma-separated options;
+//	           features -> kernel probe at creation; created -> RFC 3339
 //	snapshots/ key -> JSON record; the bucket's sequence allocates ids
 //	children/  parent id ‖ child id (big-endian uint64s) -> 1
 var (
@@ -45,9 +46,10 @@ var (
 	bucketSnapshots = []byte("snapshots")
 	bucketChildren  = []byte("children")
 
-	metaFormat  = []byte("format")
-	metaOverlay = []byte("overlay")
-	metaCreated = []byte("created")
+	metaFormat   = []byte("format")
+	metaOverlay  = []byte("overlay")
+	metaFeatures = []byte("features")
+	metaCreated  = []byte("created")
 )
 
 // Option configures Open.
@@ -70,8 +72,8 @@ func WithLockTimeout(d time.Duration) Option { return func(c *config) { c.lockTi
 type Store struct {
 	root    string // absolute, immutable
 	db      *bolt.DB
-	backend backend  // immutable
-	overlay []string // overlay format options recorded in the metadata; immutable
+	backend backend    // immutable
+	format  FormatInfo // as recorded in the metadata; immutable
 
 	// dirMu orders changes of the dir tree against Cleanup: operations that
 	// build or rename dirs hold it shared, Cleanup and Check exclusively, so
@@ -120,7 +122,7 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	s := &Store{root: abs, db: db, backend: be}
-	if s.overlay, err = initMeta(db); err != nil {
+	if s.format, err = initMeta(db, abs); err != nil {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
@@ -132,50 +134,116 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	return s, nil
 }
 
-// initMeta checks the format version of the store, recording the current
-// one in a new store, and returns the overlay options in use.
-func initMeta(db *bolt.DB) (opts []string, err error) {
+// FormatInfo is the format of a store as recorded in its metadata.
+type FormatInfo struct {
+	// Version is the store format version (see FormatVersion).
+	Version int
+	// OverlayOptions are the overlay options the layers are written and
+	// mounted with: overlay.FormatOptions minus what the kernel lacked
+	// when the store was created.
+	OverlayOptions []string
+	// Features is the kernel feature probe at creation
+	// (overlay.Features.String), or why there was none.
+	Features string
+	// Created is when the store was created.
+	Created time.Time
+}
+
+// probeFormat decides the overlay options of a new store at root: the
+// format options the kernel supports on root's filesystem. Probing
+// mounts, so without root the options are taken as they are.
+func probeFormat(root string) (opts []string, features string) {
+	opts = overlay.FormatOptions(overlay.Format{})
+	if os.Geteuid() != 0 {
+		return opts, "not probed: not root"
+	}
+	f, err := overlay.ProbeDir(filepath.Join(root, stagingDir))
+	if err != nil {
+		return opts, "not probed: " + err.Error()
+	}
+	have := map[string]bool{
+		"redirect_dir=on": f.RedirectDir,
+		"metacopy=on":     f.Metacopy,
+		"index=off":       f.Index,
+		"xino=auto":       f.Xino,
+		"userxattr":       f.UserXattr,
+	}
+	kept := opts[:0]
+	for _, o := range opts {
+		if ok, known := have[o]; !known || ok {
+			kept = append(kept, o)
+		}
+	}
+	return kept, f.String()
+}
+
+// initMeta checks the format version of the store at root, recording the
+// current one (and probing the kernel) for a new store, and returns the
+// recorded format.
+func initMeta(db *bolt.DB, root string) (fi FormatInfo, err error) {
+	isNew := true
+	if err := db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketRoot); b != nil && b.Bucket(bucketMeta) != nil {
+			isNew = false
+		}
+		return nil
+	}); err != nil {
+		return fi, err
+	}
+	var probed []string
+	var features string
+	if isNew {
+		// Outside the transaction: probing mounts, which takes a while.
+		probed, features = probeFormat(root)
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(bucketRoot)
+		rootb, err := tx.CreateBucketIfNotExists(bucketRoot)
 		if err != nil {
 			return err
 		}
-		meta := root.Bucket(bucketMeta)
+		meta := rootb.Bucket(bucketMeta)
 		if meta == nil {
-			if meta, err = root.CreateBucket(bucketMeta); err != nil {
+			if meta, err = rootb.CreateBucket(bucketMeta); err != nil {
 				return err
 			}
-			opts = overlay.FormatOptions(overlay.Format{})
+			if !isNew {
+				// The meta bucket vanished between our two transactions,
+				// though we hold the lock.
+				return fmt.Errorf("metadata changed while opening: %w", ErrInconsistent)
+			}
 			for k, v := range map[string]string{
-				string(metaFormat):  strconv.Itoa(FormatVersion),
-				string(metaOverlay): strings.Join(opts, ","),
-				string(metaCreated): time.Now().UTC().Format(time.RFC3339Nano),
+				string(metaFormat):   strconv.Itoa(FormatVersion),
+				string(metaOverlay):  strings.Join(probed, ","),
+				string(metaFeatures): features,
+				string(metaCreated):  time.Now().UTC().Format(time.RFC3339Nano),
 			} {
 				if err := meta.Put([]byte(k), []byte(v)); err != nil {
 					return err
 				}
 			}
-		} else {
-			v, err := strconv.Atoi(string(meta.Get(metaFormat)))
-			if err != nil {
-				return fmt.Errorf("format version %q: %w", meta.Get(metaFormat), ErrUnsupportedFormat)
-			}
-			if v > FormatVersion {
-				return fmt.Errorf("format version %d is newer than %d, the newest this strata knows; use a newer strata: %w",
-					v, FormatVersion, ErrUnsupportedFormat)
-			}
-			if o := string(meta.Get(metaOverlay)); o != "" {
-				opts = strings.Split(o, ",")
-			}
 		}
+		v, err := strconv.Atoi(string(meta.Get(metaFormat)))
+		if err != nil {
+			return fmt.Errorf("format version %q: %w", meta.Get(metaFormat), ErrUnsupportedFormat)
+		}
+		if v > FormatVersion {
+			return fmt.Errorf("format version %d is newer than %d, the newest this strata knows; use a newer strata: %w",
+				v, FormatVersion, ErrUnsupportedFormat)
+		}
+		fi.Version = v
+		if o := string(meta.Get(metaOverlay)); o != "" {
+			fi.OverlayOptions = strings.Split(o, ",")
+		}
+		fi.Features = string(meta.Get(metaFeatures))
+		fi.Created, _ = time.Parse(time.RFC3339Nano, string(meta.Get(metaCreated)))
 		for _, b := range [][]byte{bucketSnapshots, bucketChildren} {
-			if _, err := root.CreateBucketIfNotExists(b); err != nil {
+			if _, err := rootb.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return opts, err
+	return fi, err
 }
 
 // writeOwner records this process as the owner of the store at root.
@@ -220,7 +288,14 @@ func describeOwner(root string) string {
 func (s *Store) Root() string { return s.root }
 
 // OverlayOptions returns the overlay format options recorded in the store.
-func (s *Store) OverlayOptions() []string { return append([]string(nil), s.overlay...) }
+func (s *Store) OverlayOptions() []string { return append([]string(nil), s.format.OverlayOptions...) }
+
+// Format returns the store's format as recorded in its metadata.
+func (s *Store) Format() FormatInfo {
+	fi := s.format
+	fi.OverlayOptions = s.OverlayOptions()
+	return fi
+}
 
 // Close releases the store. Closing twice is not an error.
 func (s *Store) Close() error {

@@ -668,3 +668,28 @@ func TestConcurrentOperations(t *testing.T) {
 	}
 	wantErr(t, "check", s.Check(ctx), nil)
 }
+
+func TestFormatRecorded(t *testing.T) {
+	s := newTestStore(t)
+	fi := s.Format()
+	if fi.Version != FormatVersion || fi.Created.IsZero() || fi.Features == "" {
+		t.Fatalf("format %+v", fi)
+	}
+	if os.Geteuid() == 0 && strings.HasPrefix(fi.Features, "not probed") {
+		t.Fatalf("root, but the kernel was not probed: %s", fi.Features)
+	}
+	t.Logf("format %+v", fi)
+	// Reopening keeps the recorded format, without probing again.
+	root := s.Root()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := s2.Format(); !slices.Equal(got.OverlayOptions, fi.OverlayOptions) || got.Features != fi.Features || !got.Created.Equal(fi.Created) {
+		t.Fatalf("after reopen %+v, want %+v", got, fi)
+	}
+}

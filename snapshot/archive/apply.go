@@ -404,7 +404,7 @@ func (a *applier) entryAt(name string, hdr *tar.Header, tr io.Reader) error {
 		a.opaque[dir] = struct{}{}
 		return nil
 	case overlay.OCIWhiteout:
-		return a.whiteout(dir, target)
+		return a.whiteout(dir, target, hdr)
 	}
 
 	switch hdr.Typeflag {
@@ -413,7 +413,7 @@ func (a *applier) entryAt(name string, hdr *tar.Header, tr io.Reader) error {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
 		if hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0 {
-			return a.whiteout(dir, base) // the same thing in this format
+			return a.whiteout(dir, base, hdr) // the same thing in this format
 		}
 		switch a.cfg.devices {
 		case DevicesSkip:
@@ -441,7 +441,7 @@ func (a *applier) entryAt(name string, hdr *tar.Header, tr io.Reader) error {
 
 // whiteout records a whiteout of dir/target and creates it unless the
 // layer has its own entry there.
-func (a *applier) whiteout(dir, target string) error {
+func (a *applier) whiteout(dir, target string, hdr *tar.Header) error {
 	pfd, err := a.openDir(dir, true)
 	if err != nil {
 		return err
@@ -459,6 +459,12 @@ func (a *applier) whiteout(dir, target string) error {
 		return &os.PathError{Op: "mknod whiteout", Path: path.Join(dir, target), Err: err}
 	}
 	a.sum.Whiteouts++
+	// Keep the entry's times, so that an exported and re-imported layer
+	// is identical.
+	ts := []unix.Timespec{atimeOf(hdr), timespec(hdr.ModTime)}
+	if err := unix.UtimesNanoAt(pfd, target, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimes", Path: path.Join(dir, target), Err: err}
+	}
 	return nil
 }
 

@@ -52,7 +52,9 @@ func TestApplyEntryTypes(t *testing.T) {
 			t.Errorf("%s: want %s, got %+v", p, what, *n)
 		}
 	}
-	check("d", func(n *fstree.Node) bool { return n.Type == fs.ModeDir && n.Perm == 0o750 && n.UID == 12 && n.GID == 34 && n.Mtime.Equal(t0) }, "dir 0750 12:34 t0 (set after its children)")
+	check("d", func(n *fstree.Node) bool {
+		return n.Type == fs.ModeDir && n.Perm == 0o750 && n.UID == 12 && n.GID == 34 && n.Mtime.Equal(t0)
+	}, "dir 0750 12:34 t0 (set after its children)")
 	check("d/file", func(n *fstree.Node) bool {
 		return n.Perm == 0o640 && n.UID == 1000 && n.GID == 1001 && n.Size == 5 && n.Xattrs["user.note"] == "kept" && n.Mtime.Equal(t0)
 	}, "file 0640 1000:1001 with xattr")
@@ -64,7 +66,9 @@ func TestApplyEntryTypes(t *testing.T) {
 	check("d/xsym", func(n *fstree.Node) bool { return n.Xattrs["trusted.note"] == "on a symlink" }, "xattr on symlink")
 	check("d/hardlink", func(n *fstree.Node) bool { return n.Link == "d/file" }, "hard link sharing d/file")
 	check("fifo", func(n *fstree.Node) bool { return n.Type == fs.ModeNamedPipe && n.Perm == 0o600 }, "fifo")
-	check("null", func(n *fstree.Node) bool { return n.Type == fs.ModeDevice|fs.ModeCharDevice && n.Rdev == unix.Mkdev(1, 3) }, "char 1/3")
+	check("null", func(n *fstree.Node) bool {
+		return n.Type == fs.ModeDevice|fs.ModeCharDevice && n.Rdev == unix.Mkdev(1, 3)
+	}, "char 1/3")
 	check("loop", func(n *fstree.Node) bool { return n.Type == fs.ModeDevice && n.Rdev == unix.Mkdev(7, 0) }, "block 7/0")
 	check("implicit/parent", func(n *fstree.Node) bool { return n.Type == fs.ModeDir && n.Perm == 0o755 }, "implicit parent 0755")
 	check("empty", func(n *fstree.Node) bool { return n.Size == 0 && n.Type == 0 }, "empty file")

@@ -84,7 +84,9 @@ func TestBreakouts(t *testing.T) {
 		{"AbsoluteNameIsRelativeToLayer", func(string) []ent { return []ent{tDir("/etc", 0o755), tFile("/etc/passwd", "inside", 0o644)} }, nil,
 			fileIs("etc/passwd", "inside")},
 		{"AbsoluteSentinelPathStaysInLayer", func(s string) []ent { return []ent{tFile(s+"/etc/passwd", "inside", 0o644)} }, nil,
-			func(t *testing.T, layer, s string) { fileIs(strings.TrimPrefix(s, "/")+"/etc/passwd", "inside")(t, layer, s) }},
+			func(t *testing.T, layer, s string) {
+				fileIs(strings.TrimPrefix(s, "/")+"/etc/passwd", "inside")(t, layer, s)
+			}},
 		{"SymlinkToRootThenFile", func(string) []ent {
 			return []ent{tSymlink("/", "foo"), tFile("foo/tmp/"+tmpName, "x", 0o644)}
 		}, nil, fileIs("tmp/"+tmpName, "x")},

@@ -479,7 +479,7 @@ type lookupResult struct {
 // another path; a metacopy file takes its data from below.
 func (e *exporter) lookupChild(parent []src, name string) (lookupResult, error) {
 	var r lookupResult
-	look := name     // name looked up in the following parent sources
+	look := name      // name looked up in the following parent sources
 	needData := false // a metacopy file was found; find its data
 	for k := 0; k < len(parent); k++ {
 		ps := parent[k]
@@ -808,4 +808,3 @@ func (e *exporter) addXattrs(hdr *tar.Header, p string) error {
 	}
 	return nil
 }
-

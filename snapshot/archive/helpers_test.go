@@ -29,7 +29,9 @@ func base(name string, typ byte, mode int64) ent {
 	return ent{hdr: tar.Header{Name: name, Typeflag: typ, Mode: mode, ModTime: t0, Format: tar.FormatPAX}}
 }
 
-func tDir(name string, mode int64) ent { return base(strings.TrimSuffix(name, "/")+"/", tar.TypeDir, mode) }
+func tDir(name string, mode int64) ent {
+	return base(strings.TrimSuffix(name, "/")+"/", tar.TypeDir, mode)
+}
 
 func tFile(name, content string, mode int64) ent {
 	e := base(name, tar.TypeReg, mode)
@@ -83,7 +85,9 @@ func withXattr(e ent, k, v string) ent {
 	})
 }
 
-func withOwner(e ent, uid, gid int) ent { return with(e, func(h *tar.Header) { h.Uid, h.Gid = uid, gid }) }
+func withOwner(e ent, uid, gid int) ent {
+	return with(e, func(h *tar.Header) { h.Uid, h.Gid = uid, gid })
+}
 
 func withTime(e ent, mt time.Time) ent { return with(e, func(h *tar.Header) { h.ModTime = mt }) }
 

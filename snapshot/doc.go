@@ -41,6 +41,14 @@
 // If the commit fails with ErrAlreadyExists, another client unpacked the
 // same chain first: Remove the key and use the existing name.
 //
+// [Store.ImportTar] does all of this in one call with snapshot/archive,
+// checking the diff ID while it reads:
+//
+//	info, sum, err := st.ImportTar(ctx, chainID(P, D), P, layerTar,
+//		[]archive.ApplyOption{archive.WithExpectedDiffID(D)})
+//
+// and [Store.Diff] writes a snapshot's own changes back as a layer tar.
+//
 // # Running a container
 //
 // To run a container on the image whose top layer has chain ID C:

@@ -14,7 +14,7 @@ import (
 )
 
 // Cleanup removes what no metadata refers to: dirs under snapshots/ whose
-// id no snapshot has, work dirs of committed snapshots, and everything in
+// id no snapshot has, work dirs of snapshots that are not active, and everything in
 // staging/. It is safe to run while the store is in use.
 func (s *Store) Cleanup(ctx context.Context) error {
 	s.dirMu.Lock()
@@ -32,7 +32,7 @@ func (s *Store) Cleanup(ctx context.Context) error {
 		id, err := strconv.ParseUint(e.Name(), 10, 64)
 		kind, live := ids[id]
 		if err == nil && live {
-			if kind == KindCommitted {
+			if kind != KindActive {
 				if err := os.RemoveAll(s.workDir(id)); err != nil {
 					errs = append(errs, err)
 				}
@@ -108,10 +108,12 @@ func (s *Store) Check(ctx context.Context) error {
 			if fi, err := os.Stat(s.fsDir(r.ID)); err != nil || !fi.IsDir() {
 				add("%q (id %d): fs dir %s missing", key, r.ID, s.fsDir(r.ID))
 			}
-			if r.Kind == KindActive {
-				if fi, err := os.Stat(s.workDir(r.ID)); err != nil || !fi.IsDir() {
-					add("%q (id %d): work dir %s missing", key, r.ID, s.workDir(r.ID))
-				}
+			_, werr := os.Lstat(s.workDir(r.ID))
+			switch {
+			case r.Kind == KindActive && werr != nil:
+				add("%q (id %d): work dir %s missing", key, r.ID, s.workDir(r.ID))
+			case r.Kind != KindActive && werr == nil:
+				add("%q (id %d): %s snapshot has a work dir (Cleanup removes it)", key, r.ID, r.Kind)
 			}
 			if r.Parent == "" && len(r.Chain) > 0 {
 				add("%q: no parent but a chain of %d ids", key, len(r.Chain))

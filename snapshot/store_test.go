@@ -323,6 +323,10 @@ func TestCleanupAfterRemove(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(s.Root(), stagingDir, "new-123", "fs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	mustCommitted(t, s, "l2", "", nil)
+	if err := os.MkdirAll(filepath.Join(s.workDir(mustID(t, s, "l2")), "work"), 0o755); err != nil {
+		t.Fatal(err) // a commit that crashed before removing the work dir
+	}
 	wantErr(t, "check with orphans", s.Check(ctx), ErrInconsistent)
 	if err := s.Cleanup(ctx); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,9 @@ import (
 // id no snapshot has, work dirs of snapshots that are not active, and everything in
 // staging/. It is safe to run while the store is in use.
 func (s *Store) Cleanup(ctx context.Context) error {
+	if s.readOnly {
+		return fmt.Errorf("cleanup: %w", ErrReadOnly)
+	}
 	s.dirMu.Lock()
 	defer s.dirMu.Unlock()
 	ids, err := s.liveIDs()

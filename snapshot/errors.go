@@ -24,6 +24,8 @@ var (
 	ErrLocked = errors.New("store is locked by another owner")
 	// ErrUnsupportedFormat: the store was written by a newer strata.
 	ErrUnsupportedFormat = errors.New("unsupported store format")
+	// ErrReadOnly: a change was asked of a store opened WithReadOnly.
+	ErrReadOnly = errors.New("store is open read-only")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("store is closed")
 	// ErrInconsistent: Check found metadata and disk disagreeing.

@@ -17,6 +17,9 @@ import (
 // update and view run fn in a read-write or read-only transaction with the
 // store's buckets.
 func (s *Store) update(fn func(b buckets) error) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
 	return mapClosed(s.db.Update(func(tx *bolt.Tx) error {
 		b, err := getBuckets(tx)
 		if err != nil {
@@ -64,6 +67,9 @@ func (s *Store) View(ctx context.Context, key, parent string, opts ...Opt) ([]Mo
 }
 
 func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts []Opt) (_ []Mount, err error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
 	if key == "" {
 		return nil, fmt.Errorf("empty key: %w", ErrInvalidArgument)
 	}

@@ -58,6 +58,7 @@ type Option func(*config)
 type config struct {
 	backend     Backend
 	lockTimeout time.Duration
+	readOnly    bool
 }
 
 // WithBackend selects how Mounts assembles snapshots (default kernel).
@@ -66,6 +67,13 @@ func WithBackend(b Backend) Option { return func(c *config) { c.backend = b } }
 // WithLockTimeout sets how long Open waits for the store lock held by
 // another owner before failing with ErrLocked (default 100 ms).
 func WithLockTimeout(d time.Duration) Option { return func(c *config) { c.lockTimeout = d } }
+
+// WithReadOnly opens an existing store for reading only: no dir is
+// created, the metadata is opened read-only under a shared lock (readers
+// share the store; a writer excludes them and is named in ErrLocked), the
+// owner file and staging/ are left alone, and operations that change the
+// store fail with ErrReadOnly. A missing store is ErrNotFound.
+func WithReadOnly() Option { return func(c *config) { c.readOnly = true } }
 
 // Store is a snapshot store at one root directory. It is safe for
 // concurrent use; one process owns a store at a time.
@@ -80,6 +88,8 @@ type Store struct {
 	// Cleanup never mistakes a dir whose transaction is in flight for an
 	// orphan.
 	dirMu sync.RWMutex
+
+	readOnly bool // opened WithReadOnly; immutable
 
 	closeMu sync.Mutex // guards closed
 	closed  bool
@@ -100,6 +110,9 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", root, err)
+	}
+	if c.readOnly {
+		return openReadOnly(abs, be, c)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, snapshotsDir), filepath.Join(abs, stagingDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -133,6 +146,59 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	}
 	return s, nil
 }
+
+// openReadOnly is Open WithReadOnly.
+func openReadOnly(abs string, be backend, c config) (*Store, error) {
+	if _, err := os.Stat(filepath.Join(abs, metadataFile)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open store %s: no store here: %w", abs, ErrNotFound)
+		}
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	db, err := bolt.Open(filepath.Join(abs, metadataFile), 0o600, &bolt.Options{Timeout: c.lockTimeout, ReadOnly: true})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: %w: %s", abs, ErrLocked, describeOwner(abs))
+		}
+		return nil, fmt.Errorf("open store %s: metadata: %w", abs, err)
+	}
+	s := &Store{root: abs, db: db, backend: be, readOnly: true}
+	if s.format, err = readMeta(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// readMeta reads the recorded format of an existing store.
+func readMeta(db *bolt.DB) (fi FormatInfo, err error) {
+	err = db.View(func(tx *bolt.Tx) error {
+		rootb := tx.Bucket(bucketRoot)
+		if rootb == nil || rootb.Bucket(bucketMeta) == nil {
+			return fmt.Errorf("metadata: no meta bucket: %w", ErrInconsistent)
+		}
+		meta := rootb.Bucket(bucketMeta)
+		v, err := strconv.Atoi(string(meta.Get(metaFormat)))
+		if err != nil {
+			return fmt.Errorf("format version %q: %w", meta.Get(metaFormat), ErrUnsupportedFormat)
+		}
+		if v > FormatVersion {
+			return fmt.Errorf("format version %d is newer than %d, the newest this strata knows; use a newer strata: %w",
+				v, FormatVersion, ErrUnsupportedFormat)
+		}
+		fi.Version = v
+		if o := string(meta.Get(metaOverlay)); o != "" {
+			fi.OverlayOptions = strings.Split(o, ",")
+		}
+		fi.Features = string(meta.Get(metaFeatures))
+		fi.Created, _ = time.Parse(time.RFC3339Nano, string(meta.Get(metaCreated)))
+		return nil
+	})
+	return fi, err
+}
+
+// ReadOnly reports whether the store was opened WithReadOnly.
+func (s *Store) ReadOnly() bool { return s.readOnly }
 
 // FormatInfo is the format of a store as recorded in its metadata.
 type FormatInfo struct {
@@ -305,6 +371,12 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.readOnly {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("close store %s: %w", s.root, err)
+		}
+		return nil
+	}
 	// Remove the owner file before the lock goes, so that it never names
 	// a process that has let go.
 	rmErr := os.Remove(filepath.Join(s.root, ownerFile))

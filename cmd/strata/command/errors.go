@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/stratafs/strata/overlay"
+	"github.com/stratafs/strata/snapshot"
 )
 
 // Exit statuses of strata, documented in `strata help` (see exitStatusHelp).
@@ -17,6 +18,8 @@ const (
 	ExitNotFound     = 3 // a path, mount or object does not exist
 	ExitExists       = 4 // already exists or in use
 	ExitNotSupported = 5 // backend not built, or kernel feature missing
+	ExitLocked       = 6 // the store is owned by another process
+	ExitInconsistent = 7 // check found problems in the store
 )
 
 const exitStatusHelp = `Exit status:
@@ -25,7 +28,9 @@ const exitStatusHelp = `Exit status:
   2  usage error or invalid argument
   3  not found (path, mount, object)
   4  already exists or in use
-  5  not supported (backend not built, kernel feature missing)`
+  5  not supported (backend not built, kernel feature missing)
+  6  the store is locked by another process (the message names it)
+  7  check found the store inconsistent`
 
 // Sentinels of the command layer. Classify with errors.Is.
 var (
@@ -54,6 +59,18 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.Is(err, snapshot.ErrLocked):
+		return ExitLocked
+	case errors.Is(err, snapshot.ErrInconsistent):
+		return ExitInconsistent
+	case errors.Is(err, snapshot.ErrInvalidArgument):
+		return ExitUsage
+	case errors.Is(err, snapshot.ErrNotFound):
+		return ExitNotFound
+	case errors.Is(err, snapshot.ErrAlreadyExists):
+		return ExitExists
+	case errors.Is(err, snapshot.ErrNotImplemented):
+		return ExitNotSupported
 	case errors.Is(err, ErrUsage),
 		errors.Is(err, overlay.ErrInvalidPath),
 		errors.Is(err, fs.ErrInvalid),

@@ -23,10 +23,17 @@ type mountOptions struct {
 func newMountCommand(g *globalOptions) *cobra.Command {
 	o := &mountOptions{g: g}
 	cmd := &cobra.Command{
-		Use:   "mount -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTION...] TARGET",
-		Short: "Mount a stack of plain directories on TARGET",
-		Long: `Mount a union of directory layers on TARGET, taking fuse-overlayfs's and
-kernel overlayfs's -o options:
+		Use:   "mount {-o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTION...] TARGET | KEY TARGET}",
+		Short: "Mount a store snapshot (KEY TARGET) or a stack of plain directories (-o ... TARGET)",
+		Long: `Two forms, told apart by -o:
+
+  strata mount KEY TARGET      mount the snapshot KEY of the store at --root
+                               (writable if active, read-only otherwise)
+  strata mount -o ... TARGET   mount a union of plain directory layers
+
+The store form opens the store read-only and mounts what 'strata mounts
+KEY' prints. The plain form takes fuse-overlayfs's and kernel overlayfs's
+-o options:
 
   lowerdir=L1:L2:...  read-only layers, topmost first (':' in a name: '\:')
   upperdir=U          writable layer; without it the mount is read-only
@@ -40,13 +47,28 @@ kernel overlayfs's -o options:
 directory. Any other option is refused. --backend picks kernel overlayfs
 ("kernel"), strata's FUSE server ("fuse") or the kernel where it works
 ("auto", the default).`,
-		Example: `  strata mount -o lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w /mnt/c
+		Example: `  strata mount c1 /mnt/c1
+  strata mount -o lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w /mnt/c
   strata mount -o lowerdir=img -o ro /mnt/view`,
-		Args: exactArgs(1, "TARGET"),
-		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(o.options) > 0 {
+				return exactArgs(1, "TARGET")(cmd, args)
+			}
+			if len(args) != 2 {
+				return usagef("want KEY TARGET (a store snapshot) or -o lowerdir=DIR[:DIR...] TARGET (plain dirs), got %d argument(s); see '%s --help'", len(args), cmd.CommandPath())
+			}
+			return nil
+		},
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			if len(o.options) == 0 && len(args) == 0 {
+				return completeKeys(g, 1)(cmd, args, toComplete)
+			}
 			return nil, cobra.ShellCompDirectiveFilterDirs
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 2 {
+				return o.runSnapshot(cmd, args[0], args[1])
+			}
 			return o.run(cmd, args[0])
 		},
 	}

@@ -94,6 +94,25 @@ backend. Its layers use kernel overlayfs's on-disk format.`,
 		newMountCommand(g),
 		newUmountCommand(g),
 		newVersionCommand(g),
+		newImportCommand(g),
+		newImportImageCommand(g),
+		newLsCommand(g),
+		newTreeCommand(g),
+		newInfoCommand(g),
+		newUsageCommand(g),
+		newMountsCommand(g),
+		newPrepareCommand(g),
+		newViewCommand(g),
+		newCommitCommand(g),
+		newRmCommand(g),
+		newLabelCommand(g),
+		newLayersCommand(g),
+		newFilesCommand(g),
+		newWhichCommand(g),
+		newDiffCommand(g),
+		newCheckCommand(g),
+		newGCCommand(g),
+		newDebugCommand(g),
 	)
 	return root
 }
@@ -118,7 +137,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "strata: %v\n", err)
 		return ExitCode(err)
 	}
-	_, _ = fmt.Fprintf(stderr, "strata: %s: %v\n", strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "), err)
+	name := strings.TrimPrefix(cmd.CommandPath(), root.Name()+" ")
+	if msg := err.Error(); strings.HasPrefix(msg, name+" ") || strings.HasPrefix(msg, cmd.Name()+" ") {
+		// The store's errors already start with the operation:
+		// `prepare "c1": parent "sha256:ab…": not found`.
+		_, _ = fmt.Fprintf(stderr, "strata: %v\n", err)
+		return ExitCode(err)
+	}
+	_, _ = fmt.Fprintf(stderr, "strata: %s: %v\n", name, err)
 	return ExitCode(err)
 }
 

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stratafs/strata/overlay"
 	"github.com/stratafs/strata/snapshot"
+	"github.com/stratafs/strata/snapshot/archive"
 )
 
 // Exit statuses of strata, documented in `strata help` (see exitStatusHelp).
@@ -63,7 +65,13 @@ func ExitCode(err error) int {
 		return ExitLocked
 	case errors.Is(err, snapshot.ErrInconsistent):
 		return ExitInconsistent
-	case errors.Is(err, snapshot.ErrInvalidArgument):
+	case errors.Is(err, snapshot.ErrInvalidArgument),
+		errors.Is(err, archive.ErrDigestMismatch),
+		errors.Is(err, archive.ErrInvalidArchive),
+		errors.Is(err, archive.ErrUnsafePath),
+		errors.Is(err, archive.ErrRefused),
+		errors.Is(err, gzip.ErrChecksum),
+		errors.Is(err, gzip.ErrHeader):
 		return ExitUsage
 	case errors.Is(err, snapshot.ErrNotFound):
 		return ExitNotFound

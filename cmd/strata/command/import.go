@@ -66,8 +66,10 @@ func (o *importOptions) run(cmd *cobra.Command, files []string) error {
 	return o.g.withStore(false, func(s *snapshot.Store) error {
 		parent := o.parent
 		if parent != "" {
-			if _, err := s.Stat(ctx, parent); err != nil {
-				return fmt.Errorf("import: parent %q: %w", parent, err)
+			if _, err := s.Stat(ctx, parent); errors.Is(err, snapshot.ErrNotFound) {
+				return fmt.Errorf("parent %q: %w", parent, snapshot.ErrNotFound)
+			} else if err != nil {
+				return err
 			}
 		}
 		var out []importedLayer

@@ -116,11 +116,15 @@ func (o *diffOptions) report(cmd *cobra.Command, w io.Writer, sum archive.DiffSu
 
 func (o *diffOptions) runStat(cmd *cobra.Command, s *snapshot.Store, key string) error {
 	ctx := cmdContext(cmd)
+	info, err := s.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
 	ls, err := s.Layers(ctx, key)
 	if err != nil {
 		return err
 	}
-	if len(ls) == 0 {
+	if info.Kind == snapshot.KindView || len(ls) == 0 {
 		return fmt.Errorf("diff %q: a view has no changes of its own: %w", key, snapshot.ErrFailedPrecondition)
 	}
 	var lowers []string

@@ -138,7 +138,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return ExitCode(err)
 	}
 	name := strings.TrimPrefix(cmd.CommandPath(), root.Name()+" ")
-	if msg := err.Error(); strings.HasPrefix(msg, name+" ") || strings.HasPrefix(msg, cmd.Name()+" ") {
+	if msg := err.Error(); strings.HasPrefix(msg, name+" ") || slices.ContainsFunc(append(cmd.Aliases, cmd.Name()),
+		func(a string) bool { return strings.HasPrefix(msg, a+" ") }) {
 		// The store's errors already start with the operation:
 		// `prepare "c1": parent "sha256:ab…": not found`.
 		_, _ = fmt.Fprintf(stderr, "strata: %v\n", err)

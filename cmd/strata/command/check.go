@@ -40,16 +40,20 @@ snapshot that the metadata knows.`,
 func (o *checkOptions) run(cmd *cobra.Command) error {
 	ctx := cmdContext(cmd)
 	if o.repair {
-		if err := o.g.withStore(false, func(s *snapshot.Store) error {
+		// Detach leaked mounts first, under the shared lock (so that no
+		// owner is at work): opening the store for writing clears staging/,
+		// and removing a dir tree with a mount inside it would delete
+		// through the mount.
+		if err := o.g.withStore(true, func(s *snapshot.Store) error {
 			detached, err := detachLeakedMounts(s.Root())
 			for _, m := range detached {
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: check: detached leaked mount %s\n", m)
 			}
-			if err != nil {
-				return err
-			}
-			return s.Cleanup(ctx)
+			return err
 		}); err != nil {
+			return err
+		}
+		if err := o.g.withStore(false, func(s *snapshot.Store) error { return s.Cleanup(ctx) }); err != nil {
 			return err
 		}
 	}
@@ -79,6 +83,23 @@ func (o *checkOptions) run(cmd *cobra.Command) error {
 // first, and returns their mount points. The store never leaves mounts
 // under its root; one there is left over from a crash.
 func detachLeakedMounts(root string) ([]string, error) {
+	mps, err := mountsUnder(root)
+	if err != nil {
+		return nil, err
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mps)))
+	var done []string
+	for _, mp := range mps {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			return done, fmt.Errorf("detach %s: %w", mp, err)
+		}
+		done = append(done, mp)
+	}
+	return done, nil
+}
+
+// mountsUnder lists the mount points at or below root (absolute).
+func mountsUnder(root string) ([]string, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -92,13 +113,5 @@ func detachLeakedMounts(root string) ([]string, error) {
 			}
 		}
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mps)))
-	var done []string
-	for _, mp := range mps {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			return done, fmt.Errorf("detach %s: %w", mp, err)
-		}
-		done = append(done, mp)
-	}
-	return done, nil
+	return mps, nil
 }

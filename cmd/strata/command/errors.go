@@ -20,7 +20,7 @@ const (
 	ExitNotFound     = 3 // a path, mount or object does not exist
 	ExitExists       = 4 // already exists or in use
 	ExitNotSupported = 5 // backend not built, or kernel feature missing
-	ExitLocked       = 6 // the store is owned by another process
+	ExitLocked       = 6 // the store is owned by another process, or has a leaked mount
 	ExitInconsistent = 7 // check found problems in the store
 )
 
@@ -32,6 +32,7 @@ const exitStatusHelp = `Exit status:
   4  already exists or in use
   5  not supported (backend not built, kernel feature missing)
   6  the store is locked by another process (the message names it)
+     or has a leaked mount under its root (strata check --repair)
   7  check found the store inconsistent`
 
 // Sentinels of the command layer. Classify with errors.Is.
@@ -61,7 +62,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.Is(err, snapshot.ErrLocked):
+	case errors.Is(err, snapshot.ErrLocked), errors.Is(err, ErrLeakedMount):
 		return ExitLocked
 	case errors.Is(err, snapshot.ErrInconsistent):
 		return ExitInconsistent

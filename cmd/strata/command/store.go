@@ -3,8 +3,10 @@ package command
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -27,6 +29,8 @@ func (g *globalOptions) openStore(readOnly bool) (*snapshot.Store, error) {
 	opts := []snapshot.Option{snapshot.WithLockTimeout(50 * time.Millisecond)}
 	if readOnly {
 		opts = append(opts, snapshot.WithReadOnly())
+	} else if err := refuseLeakedMounts(g.root); err != nil {
+		return nil, err
 	}
 	return snapshot.Open(g.root, opts...)
 }
@@ -173,3 +177,27 @@ func cmdContext(cmd *cobra.Command) context.Context {
 
 // goarch is the architecture import-image picks from multi-platform images.
 func goarch() string { return runtime.GOARCH }
+
+// ErrLeakedMount: a mount under the store root. Opening the store for
+// writing clears staging/ (and gc removes orphan dirs): with a mount inside,
+// that removal would delete files through the mount.
+var ErrLeakedMount = errors.New("leaked mount under the store root")
+
+// refuseLeakedMounts fails when anything is mounted under root.
+func refuseLeakedMounts(root string) error {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	mps, err := mountsUnder(abs)
+	if err != nil {
+		return err
+	}
+	if len(mps) > 0 {
+		return fmt.Errorf("open store %s: %w at %s; run 'strata check --repair' to detach it", abs, ErrLeakedMount, strings.Join(mps, ", "))
+	}
+	return nil
+}

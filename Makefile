@@ -27,7 +27,7 @@ test: check-go deps ## go vet, then go test -race ./... (STRATA_REQUIRE_MOUNT=1:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 25m ./... 2>&1
 
-demo: build deps ## a guided tour: mount three layers, write, look at the upper dir (root)
+demo: build deps ## a guided tour: import an image into a store, inspect, mount, write, diff, commit (root)
 	@STRATA=$(BIN) bash scripts/demo.sh
 
 bench: check-go ...)/...)

@@ -302,6 +302,10 @@ func (f Format) Resolve(layers []string, p string) (*Resolution, error) {
 					res.Why = fmt.Sprintf("deleted by the whiteout in layer %d", st.Layer)
 					break
 				}
+				if st.Role == RoleHidden {
+					res.Why = "layer " + fmt.Sprint(st.Layer) + " has it, " + st.Why
+					break
+				}
 			}
 		}
 		return res, nil

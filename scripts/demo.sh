@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# A guided tour of `strata mount`: three lower layers (an override, a
-# whiteout, an opaque dir), an upper dir, copy-up on write, a whiteout on
-# delete. Run through `make demo` (it builds bin/strata); needs root.
+# A guided tour of strata: build a small three-layer OCI image (an
+# override, a whiteout, an opaque dir), import it into a snapshot store,
+# look at it (tree, layers, which, files), run a "container" on it (prepare,
+# mount, write, diff --stat, umount, commit), check the store, and finish
+# with the plain-directory form of mount. Run through `make demo` (it
+# builds bin/strata); needs root. Everything lives in a temp dir that is
+# removed on exit.
 set -euo pipefail
 
 STRATA=${STRATA:-bin/strata}
@@ -9,86 +13,86 @@ if [[ $EUID -ne 0 ]]; then
 	echo "demo: needs root (kernel overlayfs mounts, whiteout device nodes, trusted.* xattrs): run 'sudo make demo'" >&2
 	exit 1
 fi
-if ! command -v setfattr >/dev/null; then
-	echo "demo: installing attr (setfattr, getfattr)"
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq attr >/dev/null
-fi
 STRATA=$(realpath "$STRATA")
 
 if [[ -t 1 ]]; then B=$'\e[1m' D=$'\e[2m' N=$'\e[0m'; else B= D= N=; fi
 say() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 run() { printf '%s$ %s%s\n' "$D" "$*" "$N"; "$@"; }
 runsh() { printf '%s$ %s%s\n' "$D" "$1" "$N"; sh -c "$1"; }
-show() { # show DIR: every entry below DIR with its type, or (empty)
-	local out
-	out=$(cd "$1" && find . -mindepth 1 | sort | while read -r p; do
-		if [[ -c $p ]]; then
-			printf '  %-22s char device %s (a whiteout)\n' "${p#./}" "$(stat -c '%t,%T' "$p")"
-		elif [[ -d $p ]]; then
-			printf '  %-22s dir%s\n' "${p#./}/" "$(getfattr --absolute-names --only-values -n trusted.overlay.opaque "$p" 2>/dev/null | sed 's/^y$/ (opaque: trusted.overlay.opaque=y)/')"
-		else
-			printf '  %-22s "%s"\n' "${p#./}" "$(head -c 60 "$p" | sed -z 's/\n$//; s/\n/\\n/g')"
-		fi
-	done)
-	echo "${out:-  (empty)}"
-}
+note() { printf '%s\n' "$@"; }
 
 demo=$(mktemp -d /tmp/strata-demo.XXXXXX)
 cleanup() {
-	if mountpoint -q "$demo/merged" 2>/dev/null; then
-		"$STRATA" umount "$demo/merged" || umount -l "$demo/merged"
-	fi
+	for m in "$demo/rootfs" "$demo/plain/merged"; do
+		if mountpoint -q "$m" 2>/dev/null; then
+			"$STRATA" umount "$m" 2>/dev/null || umount -l "$m"
+		fi
+	done
 	rm -rf "$demo"
 }
 trap cleanup EXIT
 cd "$demo"
+export STRATA_ROOT=$demo/store # every strata command below uses this store
+strata() { printf '%s$ strata %s%s\n' "$D" "$*" "$N"; "$STRATA" "$@"; }
 
-say "strata $("$STRATA" version | awk '/^strata:/ {print $2}'), working in $demo"
+say "strata $("$STRATA" version | awk '/^strata:/ {print $2}'), working in $demo (STRATA_ROOT=$STRATA_ROOT)"
 
-say "Three lower layers, bottom (layer1) to top (layer3)"
-mkdir -p layer1/cache layer2/cache layer3 upper work merged
-echo "hello from layer1" >layer1/greeting.txt
-echo "layer1 file, deleted by layer3" >layer1/doomed.txt
-echo "old cache entry" >layer1/cache/old-1
-echo "old cache entry" >layer1/cache/old-2
-echo "layer2 overrides layer1" >layer2/greeting.txt
-echo "fresh cache entry" >layer2/cache/fresh
-run setfattr -n trusted.overlay.opaque -v y layer2/cache
-echo "port = 8080" >layer3/app.conf
-run mknod layer3/doomed.txt c 0 0
-for l in layer1 layer2 layer3; do
-	echo "$l:"
-	show "$l"
-done
+say "1. A small image as an OCI layout: three gzip layers"
+strata debug make-demo-image image
+note "(layer 1: /etc, /app/config/{a,b}.conf, /bin/hello, /var/cache/big;" \
+	" layer 2: new /etc/motd, deletes /var/cache/big with a .wh.big whiteout;" \
+	" layer 3: makes /app/config opaque (.wh..wh..opq) holding only c.conf)"
 
-say "Mount them: lowerdir is topmost first, as in overlayfs and fuse-overlayfs"
-run "$STRATA" mount -o lowerdir=layer3:layer2:layer1,upperdir=upper,workdir=work merged
-run findmnt -n -o FSTYPE,OPTIONS merged || true
+say "2. Import it: each layer is verified (digest, diff ID) and committed under its OCI chain ID"
+printf '%s$ top=$(strata import-image image:demo)%s\n' "$D" "$N"
+top=$("$STRATA" import-image image:demo)
+echo "$top"
 
-say "The union"
-run ls -la merged merged/cache
-run cat merged/greeting.txt
-echo "(greeting.txt comes from layer2, doomed.txt is hidden by layer3's whiteout,"
-echo " cache/ shows only layer2's entries because layer2/cache is opaque)"
+say "3. What the store holds"
+strata tree
+strata layers "$top"
 
-say "Write through the mount"
-runsh 'echo "edited in the container" >> merged/greeting.txt'
-runsh 'echo "port = 9090" > merged/app.conf'
-run rm merged/cache/fresh
-run mkdir merged/logs
-runsh 'echo "started" > merged/logs/app.log'
-run cat merged/greeting.txt
+say "4. Explain the union without mounting it"
+strata which "$top" /etc/motd
+strata which "$top" /var/cache/big || note "(exit status $?: not in the union)"
+strata which "$top" /app/config/a.conf || note "(exit status $?: hidden by the top layer's opaque dir)"
+strata files "$top" /app
 
-say "What landed in the upper dir"
-show upper
-echo "(greeting.txt and app.conf were copied up whole before the write;"
-echo " cache/fresh became a whiteout char device 0/0 in upper;"
-echo " logs/ is new, so the kernel marked it opaque: nothing below can show through;"
-echo " the lower layers did not change:)"
-run cat layer2/greeting.txt
+say "5. A container: an active snapshot on the image, mounted"
+strata prepare --label app=demo c1 "$top"
+mkdir rootfs
+strata mount c1 rootfs
+run findmnt -n -o FSTYPE rootfs
+run ls rootfs rootfs/app/config
+run cat rootfs/etc/motd
 
-say "Unmount"
-run "$STRATA" umount merged
-run ls -A merged
+say "6. Write in the container"
+runsh 'echo "edited in the container" >> rootfs/etc/motd'
+runsh 'echo "started" > rootfs/var/log.txt'
+run rm rootfs/app/config/c.conf
+strata diff --stat c1
+strata which c1 /etc/motd
+
+say "7. Unmount and commit the container's layer as an image layer"
+strata umount rootfs
+strata commit app-v1 c1
+strata diff app-v1 -o app-v1.tar.gz --compression gzip
+run tar -tzvf app-v1.tar.gz
+strata ls
+strata usage
+strata info app-v1
+
+say "8. Inspection changed nothing; check and gc keep the store honest"
+strata check
+strata gc
+
+say "9. The plain-directory form: any dirs, no store"
+mkdir -p plain/lower plain/upper plain/work plain/merged
+echo "from a plain dir" >plain/lower/hello
+strata mount -o lowerdir=plain/lower,upperdir=plain/upper,workdir=plain/work plain/merged
+runsh "echo changed > $demo/plain/merged/hello"
+run ls -l plain/upper
+strata umount plain/merged
+
 echo
-echo "Done: the upper dir is a layer in kernel overlayfs format; $demo is removed on exit."
+note "Done: the store is in kernel overlayfs format; $demo is removed on exit."

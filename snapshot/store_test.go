@@ -497,6 +497,7 @@ func TestClosedStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { checkAfterReopen(t, s) })
 	wantErr(t, "close", s.Close(), nil)
 	wantErr(t, "close twice", s.Close(), nil)
 	_, err = s.Prepare(context.Background(), "a", "")

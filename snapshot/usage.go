@@ -50,6 +50,13 @@ type duWalker struct {
 func (w *duWalker) count(st *unix.Stat_t) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.add(st)
+}
+
+// add counts st unless it is a hard link already counted.
+//
+// Preconditions: w.mu is held.
+func (w *duWalker) add(st *unix.Stat_t) {
 	if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		k := duKey{uint64(st.Dev), st.Ino}
 		if _, ok := w.seen[k]; ok {
@@ -68,7 +75,9 @@ func (w *duWalker) fail(err error) {
 }
 
 // walk counts the entries of dir and walks its subdirs, in a new goroutine
-// when one is free, else inline. The caller did w.wg.Add(1).
+// when one is free, else inline. The caller did w.wg.Add(1). Entries are
+// stat'ed relative to the open dir (no path walk per entry) and counted
+// locally; only hard-linked files and the totals take w.mu.
 func (w *duWalker) walk(dir string) {
 	defer w.wg.Done()
 	if err := w.ctx.Err(); err != nil {
@@ -80,26 +89,42 @@ func (w *duWalker) walk(dir string) {
 		w.fail(err)
 		return
 	}
+	defer f.Close()
 	names, err := f.Readdirnames(-1)
-	f.Close()
 	if err != nil {
 		w.fail(fmt.Errorf("readdir %s: %w", dir, err))
 		return
 	}
+	fd := int(f.Fd())
+	var local Usage
+	var linked []unix.Stat_t
+	var subdirs []string
 	for _, n := range names {
-		p := filepath.Join(dir, n)
 		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
+		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed while walking an active snapshot
 			}
-			w.fail(&os.PathError{Op: "lstat", Path: p, Err: err})
+			w.fail(&os.PathError{Op: "lstat", Path: filepath.Join(dir, n), Err: err})
 			continue
 		}
-		w.count(&st)
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		switch {
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			subdirs = append(subdirs, filepath.Join(dir, n))
+		case st.Nlink > 1:
+			linked = append(linked, st)
 			continue
 		}
+		local.Inodes++
+		local.Size += st.Blocks * 512
+	}
+	w.mu.Lock()
+	w.usage.Add(local)
+	for i := range linked {
+		w.add(&linked[i])
+	}
+	w.mu.Unlock()
+	for _, p := range subdirs {
 		w.wg.Add(1)
 		select {
 		case w.sem <- struct{}{}:

@@ -161,3 +161,56 @@ func writeUpper(b *testing.B, ms []mount.Mount, name, data string) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkUsage times Usage of an active snapshot holding 100 dirs of 50
+// small files each (strata walks dirs in parallel; containerd walks
+// sequentially).
+func BenchmarkUsage(b *testing.B) {
+	testutil.RequireRoot(b)
+	for _, impl := range []struct {
+		name string
+		open func(root string) (snapshots.Snapshotter, error)
+	}{
+		{"strata", func(root string) (snapshots.Snapshotter, error) { return Open(root) }},
+		{"containerd", func(root string) (snapshots.Snapshotter, error) { return ctrdoverlay.NewSnapshotter(root) }},
+	} {
+		b.Run(impl.name, func(b *testing.B) {
+			ctx := namespaces.WithNamespace(context.Background(), "bench")
+			sn, err := impl.open(filepath.Join(b.TempDir(), "root"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { sn.Close() })
+			m, err := sn.Prepare(ctx, "a", "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for d := range 100 {
+				for f := range 50 {
+					writeUpper(b, m, fmt.Sprintf("d%d-f%d", d, f), "x")
+				}
+			}
+			// Move the files into their dirs (writeUpper writes at the top).
+			upper := m[0].Source
+			for d := range 100 {
+				dir := filepath.Join(upper, fmt.Sprintf("d%d", d))
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				for f := range 50 {
+					n := fmt.Sprintf("d%d-f%d", d, f)
+					if err := os.Rename(filepath.Join(upper, n), filepath.Join(dir, n)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			var u snapshots.Usage
+			for b.Loop() {
+				if u, err = sn.Usage(ctx, "a"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(u.Inodes), "inodes")
+		})
+	}
+}

@@ -71,16 +71,15 @@ func (o *diffOptions) run(cmd *cobra.Command, key string) error {
 		if o.stat {
 			return o.runStat(cmd, s, key)
 		}
-		var w io.Writer = cmd.OutOrStdout()
+		w := cmd.OutOrStdout()
 		if o.output != "" && o.output != "-" {
 			f, err := os.CreateTemp(filepath.Dir(o.output), ".strata-diff-*")
 			if err != nil {
 				return fmt.Errorf("diff %q: %w", key, err)
 			}
-			defer os.Remove(f.Name())
-			defer f.Close()
-			w = f
-			sum, err := s.Diff(ctx, w, key, archive.WithCompression(comp))
+			defer func() { _ = os.Remove(f.Name()) }() // gone after the rename
+			defer func() { _ = f.Close() }()           // closed below on success
+			sum, err := s.Diff(ctx, f, key, archive.WithCompression(comp))
 			if err != nil {
 				return err
 			}

@@ -128,7 +128,7 @@ func importFile(ctx context.Context, cmd *cobra.Command, s *snapshot.Store, path
 	if err != nil {
 		return res, fmt.Errorf("import %q: %w", path, pathCause(err))
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	fi, err := f.Stat()
 	if err != nil {
 		return res, fmt.Errorf("import %q: %w", path, err)

@@ -61,7 +61,8 @@ func mountCommandLine(m snapshot.Mount, target string) string {
 func shellQuote(s string) string {
 	safe := true
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,+@%", r)) {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && !strings.ContainsRune("-_./:=,+@%", r) {
 			safe = false
 			break
 		}

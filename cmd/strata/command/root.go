@@ -1,8 +1,10 @@
 // Package command implements strata's command line: one file per
 // subcommand, each with an options struct and a RunE that writes to
 // cmd.OutOrStdout(), and one in-process test per subcommand. No union or
-// snapshot logic lives here: commands parse, validate and call overlay (and
-// later snapshot and fuse).
+// snapshot logic lives here: commands parse, validate and call overlay and
+// snapshot (and later fuse). Snapshot commands use the vocabulary of
+// containerd's `ctr snapshots`; inspection commands open the store
+// read-only, all fail at once when another process owns it.
 package command
 
 import (
@@ -79,7 +81,12 @@ func NewRootCommand() *cobra.Command {
 		Short: "Layered copy-on-write filesystem for containers",
 		Long: `strata stacks directory layers into one copy-on-write view, as kernel
 overlayfs does, and mounts it with kernel overlayfs or (later) its own FUSE
-backend. Its layers use kernel overlayfs's on-disk format.`,
+backend. Its layers use kernel overlayfs's on-disk format.
+
+Its snapshot store (--root) holds image layers and containers as containerd
+snapshots: import an image (import-image), look at it (ls, tree, layers,
+files, which), run a container on it (prepare, mount, umount, commit) and
+keep the store honest (check, gc).`,
 		Version:       Version,
 		SilenceErrors: true, // Main prints one line
 		SilenceUsage:  true, // errors are not usage dumps

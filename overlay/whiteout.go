@@ -202,3 +202,18 @@ func ParseOCIName(base string) (OCIKind, string, error) {
 
 // OCIWhiteoutName returns the tar entry name that deletes name.
 func OCIWhiteoutName(name string) string { return OCIWhiteoutPrefix + name }
+
+// Redirect reads the "redirect" xattr of p (a renamed directory or a
+// metacopy file whose data lives at another path). ok is false when p has
+// none. An absolute value is a path from the layer root; a relative one
+// names an entry of the same parent directory in the lower layers.
+func (f Format) Redirect(p string) (target string, ok bool, err error) {
+	return getxattr(p, f.Xattr(XattrRedirect))
+}
+
+// IsMetacopy reports whether p carries the "metacopy" xattr: a regular file
+// whose data is that of a lower file (metacopy=on copy-up).
+func (f Format) IsMetacopy(p string) (bool, error) {
+	_, ok, err := getxattr(p, f.Xattr(XattrMetacopy))
+	return ok, err
+}

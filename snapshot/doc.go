@@ -1,0 +1,93 @@
+// Package snapshot is strata's snapshot store: a set of layer directories
+// at one root, with transactional metadata, and the containerd snapshot
+// semantics on top (Prepare, View, Commit, Remove, Stat, Update, Usage,
+// Walk, Mounts, Cleanup).
+//
+// The contract (types, kinds, what each operation promises) lives in
+// snapshotter.go; this file describes the model and the on-disk layout.
+//
+// # Glossary
+//
+//   - key: the name of a snapshot that is not committed (an active snapshot
+//     or a view). Keys and names share one namespace in a store: a key may
+//     not equal the name of a committed snapshot, and vice versa.
+//   - name: the name of a committed snapshot, chosen at Commit. Once
+//     committed, a snapshot never changes; it can only be removed.
+//   - parent: the committed snapshot a new snapshot is built on, given as
+//     its name. A snapshot has at most one parent; following parents gives
+//     its chain, from itself down to a snapshot without parent. The empty
+//     string means "no parent".
+//   - chain ID: the OCI identity of a layer chain (image-spec config.md,
+//     "ChainID"): chain(L0) = diffID(L0), chain(L0..n) = sha256 of
+//     chain(L0..n-1) + " " + diffID(Ln). Clients that unpack images use it
+//     as the name of committed snapshots, so equal chains are shared. The
+//     store treats names as opaque strings and never computes chain IDs.
+//   - kinds: [KindActive] (writable; becomes committed with Commit),
+//     [KindView] (read-only, cannot be committed) and [KindCommitted]
+//     (read-only, can be a parent).
+//
+// # Importing a layer
+//
+// To unpack layer L (diff ID D) on top of the chain named P:
+//
+//	key := "extract-" + random
+//	mounts, err := st.Prepare(ctx, key, P)   // active snapshot on P
+//	// apply the layer tar to the active snapshot: either mount mounts and
+//	// untar into them, or, as [Store.Import] does, write the layer's own
+//	// directory directly (kernel overlayfs format: whiteouts as 0/0 char
+//	// devices), which needs no mount at all.
+//	err = st.Commit(ctx, chainID(P, D), key)  // now a committed layer
+//
+// If the commit fails with ErrAlreadyExists, another client unpacked the
+// same chain first: Remove the key and use the existing name.
+//
+// [Store.ImportTar] does all of this in one call with snapshot/archive,
+// checking the diff ID while it reads:
+//
+//	info, sum, err := st.ImportTar(ctx, chainID(P, D), P, layerTar,
+//		[]archive.ApplyOption{archive.WithExpectedDiffID(D)})
+//
+// and [Store.Diff] writes a snapshot's own changes back as a layer tar.
+//
+// # Running a container
+//
+// To run a container on the image whose top layer has chain ID C:
+//
+//	mounts, err := st.Prepare(ctx, containerID, C)
+//	// mount mounts at the container's rootfs; run; unmount.
+//	// Keep the changes as a new layer: st.Commit(ctx, newName, containerID)
+//	// or throw them away: st.Remove(ctx, containerID)
+//
+// A read-only rootfs (or a scan of an image) uses View instead of Prepare:
+// it returns read-only mounts of C's chain and can only be removed.
+//
+// # On-disk layout
+//
+//	<root>/metadata.db          bbolt: snapshots by key, ids, parents, labels, format
+//	<root>/owner                pid and command of the process that has the store open
+//	<root>/snapshots/<id>/fs    the layer: upper dir while active, lower dir once committed
+//	<root>/snapshots/<id>/work  overlay work dir (active snapshots only)
+//	<root>/staging/             dirs being built; emptied by Open and Cleanup
+//
+// Ids are short decimal numbers, as in containerd, so that a mount of a long
+// chain keeps its lowerdir option short. A new snapshot's dirs are built
+// under staging/ and renamed to snapshots/<id> inside the metadata
+// transaction that records it, so a crash leaves at most an orphan dir that
+// Cleanup removes, never a record without its dir. Dirs of removed
+// snapshots are deleted after the transaction commits.
+//
+// # Format
+//
+// Layers are kernel overlayfs layers as the kernel writes them with the
+// options of overlay.FormatOptions (redirect_dir=on, metacopy=on,
+// index=off, xino=auto). The metadata records a format version and these
+// options; Mounts uses the recorded options, and a store with a newer
+// format version than this code knows is refused with ErrUnsupportedFormat.
+//
+// # Ownership
+//
+// One process owns a store at a time. Open takes bbolt's file lock with a
+// short timeout and writes the owner file; a second Open fails fast with
+// ErrLocked and names the owner. Within the owning process a Store is safe
+// for concurrent use.
+package snapshot

@@ -211,12 +211,14 @@ func (s *Stack) LookupIn(d *Dir, name string) (*Entry, error) {
 				return nil, err
 			}
 		case unix.S_IFREG:
-			if !s.follow() {
-				break
-			}
 			m, err := readMarks(s.format, rp)
 			if err != nil {
 				return nil, err
+			}
+			if m.metacopy && !s.follow() {
+				// As the kernel without metacopy=on: "refusing to follow
+				// metacopy origin".
+				return nil, &os.PathError{Op: "overlay lookup metacopy", Path: up, Err: unix.EPERM}
 			}
 			if m.metacopy {
 				e.Metacopy = true
@@ -261,6 +263,11 @@ func (s *Stack) mergeDir(up string, c *chase, rp string) (*Dir, error) {
 		d.Layers = append(d.Layers, dl)
 		if dl.Opaque {
 			return true, nil
+		}
+		if m.redirect != "" && !s.follow() && c.more() {
+			// As the kernel with redirect_dir=nofollow: "refusing to
+			// follow redirect".
+			return false, &os.PathError{Op: "overlay lookup redirect", Path: up, Err: unix.EPERM}
 		}
 		if m.redirect != "" && s.follow() {
 			if err := c.redirect(m.redirect); err != nil {
@@ -363,6 +370,22 @@ func (c *chase) redirect(r string) error {
 		c.name = r
 	}
 	return nil
+}
+
+// more reports whether layers below c.layer may still be consulted.
+func (c *chase) more() bool {
+	if c.done {
+		return false
+	}
+	if c.abs != nil {
+		return c.layer+1 < len(c.s.layers)
+	}
+	for _, dl := range c.parent.Layers[c.pos:] {
+		if dl.Index > c.layer {
+			return true
+		}
+	}
+	return false
 }
 
 // next returns the next layer below c.layer where the name exists.

@@ -27,6 +27,10 @@ const workTmpDir = "work"
 // tmpPrefix starts the names of strata's temporaries in the work dir.
 const tmpPrefix = "#strata."
 
+// testHookBeforeRename, when set by a test, runs before a copy-up is
+// renamed into place; an error aborts the copy-up (crash simulation).
+var testHookBeforeRename func(tmp string) error
+
 // pathLocks serializes copy-up and removal per union path.
 type pathLocks struct {
 	mu sync.Mutex // guards m
@@ -194,6 +198,11 @@ func (s *Stack) copyObjectLocked(e *Entry) (err error) {
 	}
 	if err := copyMeta(e.RealPath, tmp, st); err != nil {
 		return err
+	}
+	if testHookBeforeRename != nil {
+		if err := testHookBeforeRename(tmp); err != nil {
+			return err
+		}
 	}
 	if s.isUpper(e.Layer) {
 		// A metacopy upper file: replace it with the full copy.

@@ -128,7 +128,25 @@ func (s *Stack) CleanWork() error {
 //
 // Hard links: like the kernel with index=off, copy-up breaks the link;
 // each name copied up becomes an independent file.
-func (s *Stack) CopyUp(p string) (*Entry, error) {
+func (s *Stack) CopyUp(p string) (*Entry, error) { return s.copyUp(p, false) }
+
+// CopyUpMeta is CopyUp for a metadata change (chmod, chown, utimes,
+// setxattr) of a regular file: like the kernel with metacopy=on, it copies
+// only the metadata into an upper file of the right size with no data
+// blocks, marked with the overlay "metacopy" xattr; reads keep coming from
+// the lower data (Entry.DataPath) until a CopyUp for a write. Other file
+// types, and objects already in the upper layer, behave as in CopyUp. The
+// metacopy format needs trusted.overlay xattrs: with WithUserXattr,
+// CopyUpMeta fails with ErrNotSupported, as the kernel refuses
+// metacopy=on with userxattr.
+func (s *Stack) CopyUpMeta(p string) (*Entry, error) {
+	if s.format.UserXattr {
+		return nil, fmt.Errorf("overlay: metadata copy-up %q with userxattr: %w", p, ErrNotSupported)
+	}
+	return s.copyUp(p, true)
+}
+
+func (s *Stack) copyUp(p string, meta bool) (*Entry, error) {
 	if s.upper == "" {
 		return nil, s.errReadOnly("copy-up", p)
 	}
@@ -137,7 +155,7 @@ func (s *Stack) CopyUp(p string) (*Entry, error) {
 		return nil, err
 	}
 	e, err := s.Lookup(c)
-	if err != nil || (s.isUpper(e.Layer) && !e.Metacopy) {
+	if err != nil || (s.isUpper(e.Layer) && (!e.Metacopy || meta)) {
 		return e, err
 	}
 	if c != "." {
@@ -150,20 +168,20 @@ func (s *Stack) CopyUp(p string) (*Entry, error) {
 	unlock := s.state.locks.lock(c)
 	defer unlock()
 	// Look again under the lock: another goroutine may have won.
-	if e, err = s.Lookup(c); err != nil || (s.isUpper(e.Layer) && !e.Metacopy) {
+	if e, err = s.Lookup(c); err != nil || (s.isUpper(e.Layer) && (!e.Metacopy || meta)) {
 		return e, err
 	}
-	if err := s.copyObjectLocked(e); err != nil {
+	if err := s.copyObjectLocked(e, meta); err != nil {
 		return nil, fmt.Errorf("overlay: copy-up %q: %w", c, err)
 	}
 	return s.Lookup(c)
 }
 
 // copyObjectLocked copies the object of e into the upper layer, whose
-// parent dir must exist.
+// parent dir must exist; with meta, a regular file becomes a metacopy.
 //
 // Preconditions: s.state.locks holds e.Path.
-func (s *Stack) copyObjectLocked(e *Entry) (err error) {
+func (s *Stack) copyObjectLocked(e *Entry, meta bool) (err error) {
 	dst := s.upper + "/" + e.Path
 	parent := path.Dir(dst)
 	var pst unix.Stat_t
@@ -182,7 +200,11 @@ func (s *Stack) copyObjectLocked(e *Entry) (err error) {
 	st := &e.Stat
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		err = copyFileData(e.DataPath, tmp, !s.volatile)
+		if meta {
+			err = makeMetacopy(tmp, st.Size, s.format.Xattr(XattrMetacopy))
+		} else {
+			err = copyFileData(e.DataPath, tmp, !s.volatile)
+		}
 	case unix.S_IFDIR:
 		err = unix.Mkdir(tmp, 0o700)
 	case unix.S_IFLNK:
@@ -223,6 +245,20 @@ func (s *Stack) copyObjectLocked(e *Entry) (err error) {
 		return &os.PathError{Op: "utimensat", Path: parent, Err: err}
 	}
 	return nil
+}
+
+// makeMetacopy creates p as a data-less file of size bytes marked with the
+// metacopy xattr xname (empty value: no digest, as the kernel accepts).
+func makeMetacopy(p string, size int64, xname string) error {
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		return err
+	}
+	return unix.Fsetxattr(fd, xname, nil, 0)
 }
 
 // renameNoReplace renames old to new unless new exists (EEXIST). Where the

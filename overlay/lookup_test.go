@@ -44,7 +44,7 @@ var lookupCases = []lookupCase{
 			{"f dir/g g", "f dir/keep k"}}},
 		want: map[string]string{"dir": "1 d", "dir/g": "ENOENT", "dir/keep": "2 f", "dir/add": "1 f"}},
 	{name: "xattr whiteout ignored without x",
-		fx:   fixture{lowers: [][]string{{"xw dir/g"}, {"f dir/g g"}}},
+		fx:            fixture{lowers: [][]string{{"xw dir/g"}, {"f dir/g g"}}},
 		want:          map[string]string{"dir/g": "0 f"},
 		kernelDiffers: xwhiteoutQuirk},
 	{name: "xattr whiteout ignored in upper",

@@ -242,3 +242,32 @@ func TestLookupInvalidPaths(t *testing.T) {
 		t.Errorf("root: %+v %v", e, err)
 	}
 }
+
+func TestHidden(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := fixture{upper: []string{"f a u", "d d"}, lowers: [][]string{
+		{"f a l0", "d d", "f b l0"},
+		{"f a l1", "d d", "w b"},
+		{"w a", "d d"},
+		{"f a l3", "f b l3"},
+	}}.build(t)
+	for p, want := range map[string]string{"a": "[1 2]", "d": "[1 2 3]", "b": "[]", ".": "[1 2 3 4]"} {
+		e, err := s.Lookup(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := s.Hidden(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(h); got != want && !(want == "[]" && h == nil) {
+			t.Errorf("Hidden(%s) = %s, want %s", p, got, want)
+		}
+	}
+	pd, _ := s.LookupDir(".")
+	for name, want := range map[string]bool{"a": true, "b": true, "d": true, "nope": false} {
+		if got, err := s.HasLower(pd, name); err != nil || got != want {
+			t.Errorf("HasLower(%s) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+}

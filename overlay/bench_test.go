@@ -73,6 +73,23 @@ func BenchmarkLookup(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(depth), "ns/layer")
 			})
+			// The FUSE shape: LOOKUP(parent, name) with the parent's
+			// merged Dir already held by its inode.
+			b.Run(fmt.Sprintf("depth=%d/%s-in-dir", depth, c.name), func(b *testing.B) {
+				d, err := s.LookupDir("d")
+				if err != nil {
+					b.Fatal(err)
+				}
+				name := filepath.Base(c.path)
+				b.ReportAllocs()
+				for b.Loop() {
+					_, err := s.LookupIn(d, name)
+					if (err == nil) != (c.name == "hit") {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(depth), "ns/layer")
+			})
 		}
 	}
 }

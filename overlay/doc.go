@@ -41,7 +41,9 @@
 // opaque="x", so it lists names it then cannot find. strata applies the
 // readdir rule to both (lower layers, parent marked "x"), which is the
 // documented format and self-consistent. strata never writes xattr
-// whiteouts.
+// whiteouts. Likewise the kernel passes readdir of a directory that only
+// one layer provides straight to that layer, listing its whiteouts (which
+// lookup then hides); strata's ReadDir always drops whiteouts.
 //
 // # Writes
 //

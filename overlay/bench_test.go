@@ -40,7 +40,7 @@ func benchStack(b *testing.B, dir string, n int, upper bool, fill func(i int, l 
 	return s
 }
 
-func writeFile(b *testing.B, p string, data []byte) {
+func writeBenchFile(b *testing.B, p string, data []byte) {
 	b.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		b.Fatal(err)
@@ -57,9 +57,9 @@ func BenchmarkLookup(b *testing.B) {
 	for _, depth := range []int{1, 8, 32, 128, 500} {
 		dir := b.TempDir()
 		s := benchStack(b, dir, depth, false, func(i int, l string) {
-			writeFile(b, filepath.Join(l, "d", fmt.Sprintf("filler%d", i)), nil)
+			writeBenchFile(b, filepath.Join(l, "d", fmt.Sprintf("filler%d", i)), nil)
 			if i == depth-1 {
-				writeFile(b, filepath.Join(l, "d", "target"), []byte("x"))
+				writeBenchFile(b, filepath.Join(l, "d", "target"), []byte("x"))
 			}
 		})
 		for _, c := range []struct{ name, path string }{{"hit", "d/target"}, {"miss", "d/missing"}} {
@@ -102,11 +102,11 @@ func BenchmarkReadDir(b *testing.B) {
 	dir := b.TempDir()
 	s := benchStack(b, dir, layers, true, func(i int, l string) {
 		for j := i; j < names; j += layers {
-			writeFile(b, filepath.Join(l, "d", fmt.Sprintf("name%05d", j)), nil)
+			writeBenchFile(b, filepath.Join(l, "d", fmt.Sprintf("name%05d", j)), nil)
 		}
 		if i == 0 {
 			for j := 1; j < 2000; j += 2 {
-				writeFile(b, filepath.Join(l, "d", fmt.Sprintf("name%05d", j)), nil)
+				writeBenchFile(b, filepath.Join(l, "d", fmt.Sprintf("name%05d", j)), nil)
 			}
 		}
 	})
@@ -257,7 +257,7 @@ func BenchmarkCopyUpSmallFiles(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			s := benchStack(b, b.TempDir(), 1, true, func(_ int, l string) {
 				for i := range files {
-					writeFile(b, filepath.Join(l, "d", fmt.Sprintf("f%05d", i)), data)
+					writeBenchFile(b, filepath.Join(l, "d", fmt.Sprintf("f%05d", i)), data)
 				}
 			}, opts...)
 			paths := make([]string, files)
@@ -287,7 +287,7 @@ func BenchmarkCopyUpSmallFiles(b *testing.B) {
 		b.Run("kernel-"+name, func(b *testing.B) {
 			s := benchStack(b, b.TempDir(), 1, true, func(_ int, l string) {
 				for i := range files {
-					writeFile(b, filepath.Join(l, "d", fmt.Sprintf("f%05d", i)), data)
+					writeBenchFile(b, filepath.Join(l, "d", fmt.Sprintf("f%05d", i)), data)
 				}
 			})
 			unix.Sync()

@@ -412,7 +412,7 @@ func buildImage(t *testing.T, dir string) string {
 		mustMkdir(t, filepath.Join(rootfs, d))
 	}
 	copyFile(t, bb, filepath.Join(rootfs, "bin", "busybox"), 0o755)
-	for _, applet := range []string{"sh", "cat", "ls", "test", "sleep", "echo"} {
+	for _, applet := range []string{"sh", "cat", "ls", "test", "sleep", "echo", "true"} {
 		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}

@@ -422,3 +422,29 @@ func get(t *testing.T, url string) string {
 	}
 	return string(b)
 }
+
+// stuck ignores its context: grpc's Stop waits for handlers, so Serve must
+// give up on it rather than hang.
+type stuck struct {
+	snapshots.Snapshotter
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stuck) Stat(ctx context.Context, key string) (snapshots.Info, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return snapshots.Info{}, errdefs.ErrUnavailable
+}
+
+func TestStopGivesUpOnStuckHandler(t *testing.T) {
+	s := &stuck{Snapshotter: overlaySnapshotter(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	t.Cleanup(func() { close(s.release) })
+	srv := start(t, s, proxy.WithGracePeriod(10*time.Millisecond))
+	c := client(t, srv.addr)
+	go c.Stat(context.Background(), "k")
+	<-s.entered
+	if err := srv.stop(t); !errors.Is(err, proxy.ErrStopTimeout) {
+		t.Errorf("Serve: %v, want ErrStopTimeout", err)
+	}
+}

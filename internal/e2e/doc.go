@@ -21,10 +21,12 @@
 // /run/containerd whatever --state says (shim sockets in s/, runc state in
 // runc/, fifos in fifo/).
 //
-// The proxy is a command line template in STRATA_E2E_PROXY, with {root} and
-// {address} replaced by the snapshotter root and socket, for instance
+// The proxy is a command line template in STRATA_E2E_PROXY (split on
+// blanks), with {root} and {address} replaced by the snapshotter root and
+// socket and {metrics} by a free 127.0.0.1 port for Prometheus metrics
+// (optional; the timing run logs them when served), for instance
 //
-//	STRATA_E2E_PROXY='strata serve --root {root} --address {address}'
+//	STRATA_E2E_PROXY='strata serve --root {root} --address {address} --metrics-address {metrics}'
 //
 // By default the tests build and run ./cmd/stubproxy, which serves
 // containerd's own overlayfs snapshotter through snapshot/proxy. The proxy

@@ -154,6 +154,9 @@ func TestRunTiming(t *testing.T) {
 		t.Logf("  %-9s median %v  min %v  max %v", sn, median(ds).Round(time.Millisecond), ds[0].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
 	}
 	t.Logf("  ratio proxy/overlayfs (medians) %.3f", float64(mp)/float64(mo))
+	if m := e.proxyMetrics(); len(m) > 0 {
+		t.Logf("proxy metrics (import + %d runs):\n%s", runs, strings.Join(m, "\n"))
+	}
 }
 
 func sorted(ds []time.Duration) []time.Duration {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,21 +65,22 @@ func requireE2E(t *testing.T) {
 
 // env is one containerd daemon talking to one proxy, all under dir.
 type env struct {
-	t          *testing.T
-	dir        string // temp dir holding everything below
-	proxyArgv  []string
-	proxyRoot  string
-	proxySock  string
-	proxyLog   string
-	proxy      *exec.Cmd
-	proxyDone  chan error
-	ctrdSock   string
-	ctrdLog    string
-	containerd *exec.Cmd
-	ctrdDone   chan error
-	fifoDir    string
-	imageTar   string
-	image      string // name after import
+	t           *testing.T
+	dir         string // temp dir holding everything below
+	proxyArgv   []string
+	proxyRoot   string
+	proxySock   string
+	proxyLog    string
+	metricsAddr string // host:port offered to the proxy as {metrics}
+	proxy       *exec.Cmd
+	proxyDone   chan error
+	ctrdSock    string
+	ctrdLog     string
+	containerd  *exec.Cmd
+	ctrdDone    chan error
+	fifoDir     string
+	imageTar    string
+	image       string // name after import
 }
 
 // newEnv builds the image, starts the proxy and containerd, and imports the
@@ -118,7 +120,8 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("remove %s: %v", dir, err)
 		}
 	})
-	e.proxyArgv = proxyCommand(t, e.proxyRoot, e.proxySock)
+	e.metricsAddr = freePort(t)
+	e.proxyArgv = proxyCommand(t, e.proxyRoot, e.proxySock, e.metricsAddr)
 	e.imageTar = buildImage(t, filepath.Join(dir, "image"))
 
 	e.startProxy()
@@ -132,8 +135,9 @@ func newEnv(t *testing.T) *env {
 }
 
 // proxyCommand returns the argv of the proxy: STRATA_E2E_PROXY's template
-// or a freshly built stubproxy.
-func proxyCommand(t *testing.T, root, addr string) []string {
+// or a freshly built stubproxy. The template's {root}, {address} and
+// {metrics} (a free 127.0.0.1 port for Prometheus metrics) are replaced.
+func proxyCommand(t *testing.T, root, addr, metrics string) []string {
 	t.Helper()
 	tmpl := os.Getenv(envProxy)
 	if tmpl == "" {
@@ -143,11 +147,12 @@ func proxyCommand(t *testing.T, root, addr string) []string {
 			gobin = "go"
 		}
 		run(t, cmdTimeout*3, gobin, "build", "-o", bin, "./cmd/stubproxy")
-		tmpl = bin + " --root {root} --address {address}"
+		tmpl = bin + " --root {root} --address {address} --metrics-address {metrics}"
 	}
 	var argv []string
 	for _, f := range strings.Fields(tmpl) {
 		f = strings.ReplaceAll(f, "{root}", root)
+		f = strings.ReplaceAll(f, "{metrics}", metrics)
 		argv = append(argv, strings.ReplaceAll(f, "{address}", addr))
 	}
 	return argv
@@ -684,3 +689,36 @@ func lines(s string) []string {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proxyMetrics returns the proxy's Prometheus metrics lines for strata's
+// snapshot operations, or nil if it serves none.
+func (e *env) proxyMetrics() []string {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + e.metricsAddr + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range lines(string(b)) {
+		if strings.HasPrefix(l, "strata_snapshot_operations_total{") ||
+			strings.HasPrefix(l, "strata_snapshot_operation_duration_seconds_sum{") {
+			out = append(out, l)
+		}
+	}
+	return out
+}

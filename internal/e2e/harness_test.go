@@ -39,14 +39,18 @@ const (
 	envProxy = "STRATA_E2E_PROXY"
 
 	snapshotter = "strata"          // the proxy plugin's name in config.toml
-	namespace   = "strata-e2e"      // containerd namespace of every test object
 	imageBase   = "strata.test/e2e" // --base-name for ctr images import
 
-	cmdTimeout     = 60 * time.Second // any single external command
-	startTimeout   = 20 * time.Second // proxy or containerd becoming ready
-	stopTimeout    = 15 * time.Second // a process exiting after a signal
-	runContainerdd = "/run/containerd"
+	cmdTimeout    = 60 * time.Second // any single external command
+	startTimeout  = 20 * time.Second // proxy or containerd becoming ready
+	stopTimeout   = 15 * time.Second // a process exiting after a signal
+	runContainerd = "/run/containerd"
 )
+
+// namespace is the containerd namespace of every test object; unique per
+// test process, so runc's state dir /run/containerd/runc/<namespace> is ours
+// alone even when other containerd daemons run on the machine.
+var namespace = fmt.Sprintf("strata-e2e-%d", os.Getpid())
 
 // requireE2E skips unless STRATA_E2E=1, then needs root, overlayfs and the
 // tools (skip, or fail under STRATA_REQUIRE_MOUNT=1).
@@ -599,34 +603,54 @@ func killShims(ctrdSock string) {
 }
 
 // guardRunContainerd removes afterwards what containerd and ctr create under
-// /run/containerd whatever their config says: the whole dir if it did not
-// exist before, else the entries of s/, runc/ and fifo/ that are new.
+// /run/containerd whatever their config says, and nothing else: other
+// containerd daemons may share the dir. It removes runc's state dir for our
+// namespace, new shim sockets in s/ that nobody listens on any more, and
+// then s/, runc/, fifo/ and /run/containerd itself if they are new and
+// empty.
 func guardRunContainerd(t *testing.T) {
 	t.Helper()
-	_, err := os.Lstat(runContainerdd)
-	existed := err == nil
 	subdirs := []string{"s", "runc", "fifo"}
+	existed := map[string]bool{}
 	before := map[string]bool{}
-	for _, sd := range subdirs {
-		ents, _ := os.ReadDir(filepath.Join(runContainerdd, sd))
+	for _, sd := range append([]string{"."}, subdirs...) {
+		p := filepath.Join(runContainerd, sd)
+		if _, err := os.Lstat(p); err == nil {
+			existed[p] = true
+		}
+		ents, _ := os.ReadDir(p)
 		for _, e := range ents {
-			before[filepath.Join(sd, e.Name())] = true
+			before[filepath.Join(p, e.Name())] = true
 		}
 	}
 	t.Cleanup(func() {
-		if !existed {
-			if err := os.RemoveAll(runContainerdd); err != nil {
-				t.Errorf("remove %s: %v", runContainerdd, err)
+		os.RemoveAll(filepath.Join(runContainerd, "runc", namespace))
+		s := filepath.Join(runContainerd, "s")
+		ents, _ := os.ReadDir(s)
+		for _, e := range ents {
+			p := filepath.Join(s, e.Name())
+			if before[p] || e.Type() != fs.ModeSocket {
+				continue
 			}
-			return
+			if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+				c.Close() // a live shim, not ours
+				continue
+			}
+			os.Remove(p)
+		}
+		for _, sd := range append(subdirs, ".") {
+			p := filepath.Clean(filepath.Join(runContainerd, sd))
+			if !existed[p] {
+				os.Remove(p) // fails, as it should, unless empty
+			}
 		}
 		for _, sd := range subdirs {
-			ents, _ := os.ReadDir(filepath.Join(runContainerdd, sd))
-			for _, e := range ents {
-				rel := filepath.Join(sd, e.Name())
-				if !before[rel] {
-					os.RemoveAll(filepath.Join(runContainerdd, rel))
-				}
+			p := filepath.Join(runContainerd, sd)
+			if existed[p] {
+				continue
+			}
+			if _, err := os.Lstat(p); err == nil {
+				t.Logf("left %s: in use by another containerd?", p)
 			}
 		}
 	})

@@ -102,10 +102,11 @@ func WithLogger(l *slog.Logger) Option {
 
 // Serve serves sn over containerd's snapshots gRPC API on the unix socket at
 // address until ctx is done or a stop signal arrives (see the package
-// comment). It creates the socket's parent directory (0700 if missing),
-// replaces a stale socket left by a dead server, refuses to replace a live
-// one (ErrAddressInUse) or anything that is not a socket (ErrNotSocket), and
-// removes the socket when it returns. A requested stop returns nil, or an
+// comment). It creates the socket's parent directory if missing (0711, as
+// containerd does for /run/containerd), replaces a stale socket left by a
+// dead server, refuses to replace a live one (ErrAddressInUse) or anything
+// that is not a socket (ErrNotSocket), and removes the socket when it
+// returns. A requested stop returns nil, or an
 // error matching ErrStopTimeout if in-flight calls had to be cut off.
 func Serve(ctx context.Context, sn snapshots.Snapshotter, address string, opts ...Option) error {
 	cfg := config{
@@ -235,7 +236,7 @@ func shutdownMetrics(s *http.Server) {
 // listen creates address's parent dir, clears a stale socket and listens
 // with mode socketMode. The returned listener unlinks the socket on Close.
 func listen(address string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(address), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(address), 0o711); err != nil {
 		return nil, err
 	}
 	if err := removeStale(address); err != nil {

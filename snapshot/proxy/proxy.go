@@ -125,6 +125,14 @@ func Serve(ctx context.Context, sn snapshots.Snapshotter, address string, opts .
 		address = abs
 	}
 
+	// Catch stop signals before the socket exists: a client that can
+	// connect can also expect a signal to stop us gracefully.
+	stop := make(chan os.Signal, 1)
+	if len(cfg.signals) > 0 {
+		signal.Notify(stop, cfg.signals...)
+		defer signal.Stop(stop)
+	}
+
 	l, err := listen(address)
 	if err != nil {
 		return fmt.Errorf("serve %q: %w", address, err)
@@ -148,12 +156,6 @@ func Serve(ctx context.Context, sn snapshots.Snapshotter, address string, opts .
 		metricsSrv = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { metricsErr <- metricsSrv.Serve(ml) }()
 		cfg.logger.Info("serving metrics", "address", ml.Addr().String())
-	}
-
-	stop := make(chan os.Signal, 1)
-	if len(cfg.signals) > 0 {
-		signal.Notify(stop, cfg.signals...)
-		defer signal.Stop(stop)
 	}
 
 	serveErr := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -446,5 +447,22 @@ func TestStopGivesUpOnStuckHandler(t *testing.T) {
 	<-s.entered
 	if err := srv.stop(t); !errors.Is(err, proxy.ErrStopTimeout) {
 		t.Errorf("Serve: %v, want ErrStopTimeout", err)
+	}
+}
+
+func TestStopSignal(t *testing.T) {
+	sn := overlaySnapshotter(t)
+	// SIGUSR1, not SIGTERM: the test binary must not die if it slipped by.
+	srv := start(t, sn, proxy.WithStopSignals(syscall.SIGUSR1))
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-srv.done:
+		if srv.err != nil {
+			t.Errorf("Serve after signal: %v, want nil", srv.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve ignored its stop signal")
 	}
 }

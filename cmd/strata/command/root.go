@@ -94,6 +94,7 @@ backend. Its layers use kernel overlayfs's on-disk format.`,
 		newMountCommand(g),
 		newUmountCommand(g),
 		newVersionCommand(g),
+		newServeCommand(g),
 	)
 	return root
 }

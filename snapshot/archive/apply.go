@@ -133,7 +133,10 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	defer dec.Close()
 	uncompressed := &countingDigester{d: diffAlg.Digester()}
-	tr := tar.NewReader(io.TeeReader(dec, uncompressed))
+	// Decompression and both digests run in the readahead goroutine.
+	ra := newReadahead(io.TeeReader(dec, uncompressed), 4, copyBufSize)
+	defer ra.Close()
+	tr := tar.NewReader(ra)
 
 	a, err := newApplier(dir, cfg, &sum)
 	if err != nil {
@@ -163,9 +166,10 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	// Drain: the diff ID covers the whole tar (end blocks, padding), the
 	// digest the whole stream.
-	if _, err := io.CopyBuffer(io.Discard, io.TeeReader(dec, uncompressed), a.buf); err != nil {
+	if _, err := io.CopyBuffer(io.Discard, ra, a.buf); err != nil {
 		return sum, fmt.Errorf("drain %s stream: %w", sum.Compression, eofIsUnexpected(err))
 	}
+	ra.Close()
 	if err := dec.Close(); err != nil {
 		return sum, fmt.Errorf("close %s stream: %w", sum.Compression, err)
 	}

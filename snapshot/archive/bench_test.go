@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -111,14 +112,17 @@ func BenchmarkApply(b *testing.B) {
 			b.SetBytes(int64(len(plain)))
 			root := b.TempDir()
 			unix.Sync()
+			var cpu time.Duration
 			for i := 0; b.Loop(); i++ {
 				dir := filepath.Join(root, fmt.Sprint(i))
 				if err := os.Mkdir(dir, 0o755); err != nil {
 					b.Fatal(err)
 				}
+				before := cpuTime()
 				if _, err := Apply(context.Background(), dir, bytes.NewReader(streams[c])); err != nil {
 					b.Fatal(err)
 				}
+				cpu += cpuTime() - before
 				b.StopTimer()
 				if err := os.RemoveAll(dir); err != nil {
 					b.Fatal(err)
@@ -128,6 +132,7 @@ func BenchmarkApply(b *testing.B) {
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(benchFiles)*float64(b.N)/b.Elapsed().Seconds(), "files/s")
+			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
 		})
 	}
 }
@@ -142,11 +147,13 @@ func BenchmarkWriteDiff(b *testing.B) {
 	for _, c := range []Compression{Uncompressed, Gzip, Zstd} {
 		b.Run(c.String(), func(b *testing.B) {
 			b.SetBytes(int64(len(plain)))
+			before := cpuTime()
 			for b.Loop() {
 				if _, err := WriteDiff(context.Background(), io.Discard, dir, nil, WithCompression(c)); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64((cpuTime()-before).Milliseconds())/float64(b.N), "cpu-ms/op")
 		})
 	}
 }
@@ -174,4 +181,14 @@ func BenchmarkDecompress(b *testing.B) {
 		return zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 	}, streams[Zstd])
 	run("zstd-default", func(r io.Reader) (io.Reader, error) { return zstd.NewReader(r) }, streams[Zstd])
+}
+
+// cpuTime is the user+system CPU time of the process so far. On a shared
+// machine it is steadier than wall time.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -297,6 +297,9 @@ func (a *applier) openDir(name string, create bool) (int, error) {
 		fd, err = a.mkdirAll(name)
 	}
 	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return -1, fmt.Errorf("parent dir: %w: %w", ErrInvalidArchive, err)
+		}
 		return -1, err
 	}
 	a.dropCache()

@@ -435,6 +435,9 @@ func (e *exporter) walkMerged(rel string, srcs []src) error {
 			}
 			continue
 		}
+		if r.data != r.meta {
+			e.sum.MetacopyFiles++
+		}
 		if err := e.node(p, r.meta, &r.st, r.data); err != nil {
 			return err
 		}

@@ -133,8 +133,13 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	defer dec.Close()
 	uncompressed := &countingDigester{d: diffAlg.Digester()}
+	var src io.Reader = io.TeeReader(dec, uncompressed)
+	sameStream := sum.Compression == Uncompressed && alg == diffAlg
+	if sameStream {
+		src = dec // the diff ID is the digest: hash once
+	}
 	// Decompression and both digests run in the readahead goroutine.
-	ra := newReadahead(io.TeeReader(dec, uncompressed), 4, copyBufSize)
+	ra := newReadahead(src, 4, copyBufSize)
 	defer ra.Close()
 	tr := tar.NewReader(ra)
 
@@ -178,6 +183,9 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	sum.Digest, sum.Size = compressed.d.Digest(), compressed.n
 	sum.DiffID, sum.UncompressedSize = uncompressed.d.Digest(), uncompressed.n
+	if sameStream {
+		sum.DiffID, sum.UncompressedSize = sum.Digest, sum.Size
+	}
 	if cfg.digest != "" && cfg.digest != sum.Digest {
 		return sum, fmt.Errorf("stream digest %s, expected %s: %w", sum.Digest, cfg.digest, ErrDigestMismatch)
 	}

@@ -100,7 +100,11 @@ func WriteDiff(ctx context.Context, w io.Writer, layerDir string, lowers []strin
 		return sum, fmt.Errorf("write diff of %s: %w", layerDir, err)
 	}
 	uncompressed := &countingDigester{d: digest.Canonical.Digester()}
-	bw := bufio.NewWriterSize(io.MultiWriter(cw, uncompressed), 256<<10)
+	var tarOut io.Writer = io.MultiWriter(cw, uncompressed)
+	if cfg.compression == Uncompressed {
+		tarOut = cw // the diff ID is the digest: hash once
+	}
+	bw := bufio.NewWriterSize(tarOut, 256<<10)
 	tw := tar.NewWriter(bw)
 	e := newExporter(ctx, layerDir, lowers, cfg.format)
 	e.tw, e.sum = tw, &sum
@@ -114,6 +118,9 @@ func WriteDiff(ctx context.Context, w io.Writer, layerDir string, lowers []strin
 	}
 	sum.Digest, sum.Size = compressed.d.Digest(), compressed.n
 	sum.DiffID, sum.UncompressedSize = uncompressed.d.Digest(), uncompressed.n
+	if cfg.compression == Uncompressed {
+		sum.DiffID, sum.UncompressedSize = sum.Digest, sum.Size
+	}
 	return sum, nil
 }
 

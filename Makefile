@@ -14,11 +14,11 @@ LDFLAGS := -X github.com/stratafs/strata/cmd/strata/command.Version=$(VERSION)
 # STRATA_REQUIRE_MOUNT=1 turns skipped mount tests into failures.
 export STRATA_REQUIRE_MOUNT
 
-.PHONY: help build test demo bench lint deps check-go
+.PHONY: help build test e2e demo bench lint deps check-go
 
 help: ## list the targets
 	@echo "usage: make TARGET"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: check-go ## build bin/strata
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/strata
@@ -27,10 +27,15 @@ test: check-go deps ## go vet, then go test -race ./... (STRATA_REQUIRE_MOUNT=1:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 25m ./... 2>&1
 
+e2e: build deps ## end-to-end: real containerd + runc with strata serve as proxy snapshotter (root, < 5 min)
+	bash internal/e2e/setup.sh
+	STRATA_E2E=1 STRATA_E2E_PROXY="$(CURDIR)/$(BIN) serve --root {root} --address {address} --metrics-address {metrics}" \
+		$(GO) test -count=1 -v -timeout 5m ./internal/e2e 2>&1
+
 demo: build deps ## a guided tour: import an image into a store, inspect, mount, write, diff, commit (root)
 	@STRATA=$(BIN) bash scripts/demo.sh
 
-bench: check-go ...)/...)
+bench: check-go ## run every benchmark with -benchmem (no tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 lint: check-go ## gofmt check and go vet; golangci-lint v2 too when installed

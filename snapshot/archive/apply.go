@@ -133,7 +133,15 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	defer dec.Close()
 	uncompressed := &countingDigester{d: diffAlg.Digester()}
-	tr := tar.NewReader(io.TeeReader(dec, uncompressed))
+	var src io.Reader = io.TeeReader(dec, uncompressed)
+	sameStream := sum.Compression == Uncompressed && alg == diffAlg
+	if sameStream {
+		src = dec // the diff ID is the digest: hash once
+	}
+	// Decompression and both digests run in the readahead goroutine.
+	ra := newReadahead(src, 4, copyBufSize)
+	defer ra.Close()
+	tr := tar.NewReader(ra)
 
 	a, err := newApplier(dir, cfg, &sum)
 	if err != nil {
@@ -163,9 +171,10 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	// Drain: the diff ID covers the whole tar (end blocks, padding), the
 	// digest the whole stream.
-	if _, err := io.CopyBuffer(io.Discard, io.TeeReader(dec, uncompressed), a.buf); err != nil {
+	if _, err := io.CopyBuffer(io.Discard, ra, a.buf); err != nil {
 		return sum, fmt.Errorf("drain %s stream: %w", sum.Compression, eofIsUnexpected(err))
 	}
+	ra.Close()
 	if err := dec.Close(); err != nil {
 		return sum, fmt.Errorf("close %s stream: %w", sum.Compression, err)
 	}
@@ -174,6 +183,9 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	}
 	sum.Digest, sum.Size = compressed.d.Digest(), compressed.n
 	sum.DiffID, sum.UncompressedSize = uncompressed.d.Digest(), uncompressed.n
+	if sameStream {
+		sum.DiffID, sum.UncompressedSize = sum.Digest, sum.Size
+	}
 	if cfg.digest != "" && cfg.digest != sum.Digest {
 		return sum, fmt.Errorf("stream digest %s, expected %s: %w", sum.Digest, cfg.digest, ErrDigestMismatch)
 	}
@@ -293,6 +305,9 @@ func (a *applier) openDir(name string, create bool) (int, error) {
 		fd, err = a.mkdirAll(name)
 	}
 	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return -1, fmt.Errorf("parent dir: %w: %w", ErrInvalidArchive, err)
+		}
 		return -1, err
 	}
 	a.dropCache()

@@ -139,6 +139,7 @@ func TestBreakouts(t *testing.T) {
 		{"OpaqueThroughSymlinkOut", func(s string) []ent {
 			return []ent{tSymlink(s+"/etc", "localetc"), tOpaque("localetc")}
 		}, ErrInvalidArchive, nil},
+		{"SymlinkLoopParent", func(string) []ent { return []ent{tSymlink("b", "a"), tSymlink("a", "b"), tFile("a/x", "x", 0o644)} }, ErrInvalidArchive, nil},
 		{"FileThroughFileParent", func(string) []ent { return []ent{tFile("f", "x", 0o644), tFile("f/g", "y", 0o644)} }, ErrInvalidArchive, nil},
 	}
 	for _, tc := range cases {

@@ -100,7 +100,11 @@ func WriteDiff(ctx context.Context, w io.Writer, layerDir string, lowers []strin
 		return sum, fmt.Errorf("write diff of %s: %w", layerDir, err)
 	}
 	uncompressed := &countingDigester{d: digest.Canonical.Digester()}
-	bw := bufio.NewWriterSize(io.MultiWriter(cw, uncompressed), 256<<10)
+	var tarOut io.Writer = io.MultiWriter(cw, uncompressed)
+	if cfg.compression == Uncompressed {
+		tarOut = cw // the diff ID is the digest: hash once
+	}
+	bw := bufio.NewWriterSize(tarOut, 256<<10)
 	tw := tar.NewWriter(bw)
 	e := newExporter(ctx, layerDir, lowers, cfg.format)
 	e.tw, e.sum = tw, &sum
@@ -114,6 +118,9 @@ func WriteDiff(ctx context.Context, w io.Writer, layerDir string, lowers []strin
 	}
 	sum.Digest, sum.Size = compressed.d.Digest(), compressed.n
 	sum.DiffID, sum.UncompressedSize = uncompressed.d.Digest(), uncompressed.n
+	if cfg.compression == Uncompressed {
+		sum.DiffID, sum.UncompressedSize = sum.Digest, sum.Size
+	}
 	return sum, nil
 }
 
@@ -435,6 +442,9 @@ func (e *exporter) walkMerged(rel string, srcs []src) error {
 			}
 			continue
 		}
+		if r.data != r.meta {
+			e.sum.MetacopyFiles++
+		}
 		if err := e.node(p, r.meta, &r.st, r.data); err != nil {
 			return err
 		}
@@ -691,7 +701,9 @@ func (e *exporter) write(hdr *tar.Header, content io.Reader) error {
 	if e.buf == nil {
 		e.buf = make([]byte, copyBufSize)
 	}
-	n, err := io.CopyBuffer(e.tw, content, e.buf)
+	// Hide os.File's WriterTo: its generic path copies through a fresh
+	// 32 KiB buffer per file.
+	n, err := io.CopyBuffer(e.tw, struct{ io.Reader }{content}, e.buf)
 	if err != nil {
 		return fmt.Errorf("write content of %q: %w", hdr.Name, err)
 	}

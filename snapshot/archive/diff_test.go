@@ -392,3 +392,40 @@ func TestWriteDiffKernelUpper(t *testing.T) {
 		t.Errorf("counts %+v do not add up", st)
 	}
 }
+
+func TestUserXattrFormat(t *testing.T) {
+	testutil.RequireRoot(t) // mknod whiteouts
+	f := overlay.Format{UserXattr: true}
+	stream := mkTar(t, tDir("d", 0o755), tOpaque("d"), tFile("d/x", "x", 0o644), tWhiteout("gone"),
+		withXattr(tFile("forged", "", 0o644), "user.overlay.redirect", "/etc"))
+	layer, sum := applyNew(t, stream, WithFormat(f))
+	if sum.OpaqueDirs != 1 || sum.StrippedXattrs != 1 {
+		t.Errorf("summary %+v", sum)
+	}
+	tree := snap(t, layer)
+	if tree["d"].Xattrs["user.overlay.opaque"] != "y" || tree["d"].Xattrs["trusted.overlay.opaque"] != "" {
+		t.Errorf("opaque xattrs of d: %v", tree["d"].Xattrs)
+	}
+	out, dsum := writeDiff(t, layer, nil, WithDiffFormat(f))
+	if dsum.OpaqueDirs != 1 || dsum.Whiteouts != 1 {
+		t.Errorf("diff summary %+v", dsum)
+	}
+	for _, n := range tarNames(t, out) {
+		if n == "d/.wh..wh..opq" {
+			return
+		}
+	}
+	t.Errorf("no opaque marker in %q", tarNames(t, out))
+}
+
+func TestWriteDiffContextCancel(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 300; i++ {
+		must(t, os.WriteFile(filepath.Join(dir, "f"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+time.Duration(i).String()), nil, 0o644))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := WriteDiff(ctx, io.Discard, dir, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -49,7 +49,14 @@
 // On any error Apply may leave a partial layer behind: the caller must
 // remove the dir (the store extracts into staging/ and renames into place
 // only on success). Apply never fsyncs per file; call [SyncDir] once
-// before publishing the layer.
+// before publishing the layer. Apply needs openat2 (Linux 5.6+) and fails
+// with [ErrNotSupported] without it. It decompresses and hashes in one
+// helper goroutine, a few MiB ahead of extraction, and returns only once
+// that goroutine no longer reads r. Independent Applys may run
+// concurrently.
+//
+// Not carried: LIBARCHIVE.xattr.* records (bsdtar's xattr encoding), ACLs
+// other than as system.posix_acl_* xattrs, sockets.
 //
 // # Export: WriteDiff
 //
@@ -61,4 +68,10 @@
 // lower dir) is written in full at its new name (its merged content, marked
 // opaque), since the consumer of the tar has no redirect. Hard links within
 // the layer become tar hard links; sparse files are written plain.
+//
+// The output is deterministic for a given layer: mtimes keep their
+// nanoseconds (PAX), access and change times are left out, owners are
+// numeric only (no user/group names), and the layer root's own metadata is
+// not written (as containerd does). [DiffStat] classifies the same walk
+// against the lowers for "strata diff --stat".
 package archive

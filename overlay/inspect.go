@@ -177,6 +177,44 @@ type Resolution struct {
 	Served int    // index of the serving layer, -1 when not found
 	Steps  []Step // one per layer, top first
 	Why    string // when not found: why
+	// DataLayer serves the file data: Served, except for a metacopy
+	// file (set by Stack.Explain only; -1 when not found).
+	DataLayer int
+}
+
+// Explain explains the lookup of p in the stack: the verdict (found, the
+// serving layer, the layer serving the data of a metacopy file) is
+// Lookup's, which follows redirects and metacopy as the kernel does; the
+// per-layer roles are Resolve's walk. Where a redirect makes the two
+// differ, the serving layer is marked as serving and a note says why.
+// Explain only reads.
+func (s *Stack) Explain(p string) (*Resolution, error) {
+	res, err := s.format.Resolve(s.layers, p)
+	if err != nil {
+		return nil, err
+	}
+	res.DataLayer = res.Served
+	e, err := s.Lookup(p)
+	switch {
+	case err == nil:
+		if !res.Found || res.Served != e.Layer {
+			res.Why = fmt.Sprintf("served by layer %d through a redirect", e.Layer)
+			for i := range res.Steps {
+				if res.Steps[i].Layer == e.Layer {
+					res.Steps[i].Role, res.Steps[i].Why = RoleServes, "through a redirect"
+				}
+			}
+		}
+		res.Found, res.Served, res.DataLayer = true, e.Layer, e.DataLayer
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ENOTDIR):
+		if res.Found {
+			res.Why = "hidden by a redirect or whiteout that Lookup follows"
+		}
+		res.Found, res.Served, res.DataLayer = false, -1, -1
+	default:
+		return nil, err
+	}
+	return res, nil
 }
 
 // Resolve explains the lookup of p in the union of layers (top first), as

@@ -102,6 +102,24 @@ func TestResolve(t *testing.T) {
 			t.Errorf("%s: found %v served %d roles %q (why %q), want %v %d %q", p, res.Found, res.Served, roles, res.Why, w.found, w.served, w.roles)
 		}
 	}
+	// Stack.Explain (Lookup's verdict) agrees with the walk.
+	st, err := NewStack(layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/etc/motd", "/var/big", "/cfg", "/cfg/a", "/cfg/c", "/etc", "/f", "/f/x", "/", "/none/here"} {
+		a, err := f.Resolve(layers, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := st.Explain(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if a.Found != b.Found || a.Served != b.Served || (b.Found && b.DataLayer != b.Served) {
+			t.Errorf("%s: walk says found %v layer %d, Lookup says %v layer %d (data %d)", p, a.Found, a.Served, b.Found, b.Served, b.DataLayer)
+		}
+	}
 	for _, p := range []string{"../x", "/etc/../f"} { // ".." is refused, not cleaned
 		if _, err := f.Resolve(layers, p); err == nil {
 			t.Fatalf("%s resolved", p)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/stratafs/strata/overlay"
 	"github.com/stratafs/strata/snapshot"
 )
 
@@ -20,7 +21,8 @@ kernel overlayfs resolves it: the topmost entry serves, a whiteout deletes
 the path from the layers below, a dir merges with the dirs below it until
 an opaque dir ends the merge, and whatever lies below is hidden. A PATH
 the union does not show is reported, then exit status 3. Opens the store
-read-only; nothing is mounted.`,
+read-only; nothing is mounted. The verdict is overlay.Stack.Lookup's (which
+follows redirects and metacopy); the per-layer roles come from a plain walk.`,
 		Args:              exactArgs(2, "KEY PATH"),
 		ValidArgsFunction: completeKeys(g, 1),
 		RunE:              func(cmd *cobra.Command, args []string) error { return o.run(cmd, args[0], args[1]) },
@@ -41,6 +43,7 @@ type whichReport struct {
 	Path   string      `json:"path"`
 	Found  bool        `json:"found"`
 	Served int         `json:"served_by"`
+	Data   int         `json:"data_from"`
 	Why    string      `json:"why,omitempty"`
 	Layers []whichStep `json:"layers"`
 }
@@ -55,11 +58,19 @@ func (o *whichOptions) run(cmd *cobra.Command, key, p string) error {
 		for i, l := range ls {
 			dirs[i] = l.Dir
 		}
-		res, err := s.LayerFormat().Resolve(dirs, p)
+		var sopts []overlay.StackOption
+		if s.LayerFormat().UserXattr {
+			sopts = append(sopts, overlay.WithUserXattr())
+		}
+		st, err := overlay.NewStack(dirs, sopts...)
+		if err != nil {
+			return fmt.Errorf("which %q: %w", key, err)
+		}
+		res, err := st.Explain(p)
 		if err != nil {
 			return fmt.Errorf("which %q %q: %w", key, p, err)
 		}
-		rep := whichReport{Path: res.Path, Found: res.Found, Served: res.Served, Why: res.Why, Layers: []whichStep{}}
+		rep := whichReport{Path: res.Path, Found: res.Found, Served: res.Served, Data: res.DataLayer, Why: res.Why, Layers: []whichStep{}}
 		for _, st := range res.Steps {
 			ws := whichStep{Layer: st.Layer, Key: ls[st.Layer].Key, Role: string(st.Role), Why: st.Why}
 			if st.Entry != nil {
@@ -75,6 +86,9 @@ func (o *whichOptions) run(cmd *cobra.Command, key, p string) error {
 		} else {
 			if res.Found {
 				_, _ = fmt.Fprintf(w, "%s: served by layer %d (%s)\n", res.Path, res.Served, ls[res.Served].Key)
+				if res.DataLayer != res.Served {
+					_, _ = fmt.Fprintf(w, "  metacopy: its data comes from layer %d (%s)\n", res.DataLayer, ls[res.DataLayer].Key)
+				}
 			} else {
 				_, _ = fmt.Fprintf(w, "%s: not in the union: %s\n", res.Path, res.Why)
 			}

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -141,10 +142,10 @@ func (o *diffOptions) runStat(cmd *cobra.Command, s *snapshot.Store, key string)
 	if o.g.json() {
 		return writeJSON(cmd.OutOrStdout(), rep)
 	}
-	w := cmd.OutOrStdout()
+	w := bufio.NewWriter(cmd.OutOrStdout())
 	for _, c := range rep.Changes {
 		_, _ = fmt.Fprintf(w, "%s %s\n", c.Kind, c.Path)
 	}
-	_, err = fmt.Fprintf(w, "%d added, %d modified, %d deleted\n", rep.Added, rep.Modified, rep.Deleted)
-	return err
+	_, _ = fmt.Fprintf(w, "%d added, %d modified, %d deleted\n", rep.Added, rep.Modified, rep.Deleted)
+	return w.Flush()
 }

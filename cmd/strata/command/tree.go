@@ -1,6 +1,7 @@
 package command
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"sort"
@@ -61,11 +62,11 @@ func (o *treeOptions) run(cmd *cobra.Command) error {
 		if o.g.json() {
 			return writeJSON(cmd.OutOrStdout(), roots)
 		}
-		w := cmd.OutOrStdout()
+		w := bufio.NewWriter(cmd.OutOrStdout()) // one write, not one per line
 		for _, r := range roots {
 			printTree(w, r, "", "")
 		}
-		return nil
+		return w.Flush()
 	})
 }
 

@@ -36,7 +36,7 @@ func (s *Store) Cleanup(ctx context.Context) error {
 		kind, live := ids[id]
 		if err == nil && live {
 			if kind != KindActive {
-				if err := os.RemoveAll(s.workDir(id)); err != nil {
+				if err := removeAll(s.workDir(id)); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -45,7 +45,7 @@ func (s *Store) Cleanup(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := os.RemoveAll(filepath.Join(s.root, snapshotsDir, e.Name())); err != nil {
+		if err := removeAll(filepath.Join(s.root, snapshotsDir, e.Name())); err != nil {
 			errs = append(errs, err)
 		}
 	}

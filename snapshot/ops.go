@@ -249,7 +249,7 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 		return err
 	}
 	// A committed layer needs no work dir; Check tolerates a leftover one.
-	if err := os.RemoveAll(s.workDir(id)); err != nil {
+	if err := removeAll(s.workDir(id)); err != nil {
 		return fmt.Errorf("committed, but removing the work dir failed (Cleanup will retry): %w", err)
 	}
 	return nil
@@ -301,7 +301,7 @@ func (s *Store) remove(ctx context.Context, key string) error {
 		}
 		return fmt.Errorf("removed from metadata, but moving %s aside failed (Cleanup will retry): %w", dir, err)
 	}
-	if err := os.RemoveAll(trash); err != nil {
+	if err := removeAll(trash); err != nil {
 		return fmt.Errorf("removed from metadata, but deleting %s failed (Cleanup will retry): %w", trash, err)
 	}
 	return nil

@@ -485,7 +485,9 @@ func (s *Store) snapDir(id uint64) string {
 func (s *Store) fsDir(id uint64) string   { return filepath.Join(s.snapDir(id), "fs") }
 func (s *Store) workDir(id uint64) string { return filepath.Join(s.snapDir(id), "work") }
 
-// emptyDir removes everything inside dir.
+// emptyDir removes everything inside dir, except entries with a mount at
+// or under them: those are left in place (Check reports them as leaked
+// mounts; check --repair detaches them), never deleted through.
 func emptyDir(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -493,7 +495,26 @@ func emptyDir(dir string) error {
 	}
 	var errs []error
 	for _, e := range ents {
-		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+		if err := removeAll(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, errMounted) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// errMounted: a tree to be removed has a mount point in it.
+var errMounted = fmt.Errorf("a mount point is inside it: %w", ErrFailedPrecondition)
+
+// removeAll is os.RemoveAll that never crosses a mount point. A mount left
+// under the store (a container's rootfs, a bind mount) would otherwise make
+// RemoveAll delete through it, into the layers or host dirs behind it.
+func removeAll(p string) error {
+	ms, err := mountsUnder(p)
+	if err != nil {
+		return fmt.Errorf("remove %s: read mounts: %w", p, err)
+	}
+	if len(ms) > 0 {
+		return fmt.Errorf("remove %s: %s is mounted: %w", p, ms[0], errMounted)
+	}
+	return os.RemoveAll(p)
 }

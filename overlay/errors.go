@@ -10,6 +10,9 @@ var (
 	ErrInvalidPath = errors.New("invalid path")
 	// ErrInUse: an upper or work dir is already used by another overlay mount.
 	ErrInUse = errors.New("already in use by another overlay mount")
+	// ErrInconsistent: overlay metadata in the layers is invalid or
+	// contradictory (a bad redirect, a metacopy file without lower data).
+	ErrInconsistent = errors.New("inconsistent overlay metadata")
 	// ErrNotSupported: the running kernel lacks a needed feature.
 	ErrNotSupported = errors.New("not supported by this kernel")
 )

@@ -8,13 +8,18 @@ import (
 
 // Stack is an ordered set of layer directories: an optional writable upper
 // layer (with its work dir) above read-only lower layers, topmost first.
-// A Stack is immutable after NewStack and safe for concurrent use.
+// A Stack's configuration is immutable after NewStack; the only mutable
+// state (caches and per-path locks, see state) guards itself, so a Stack is
+// safe for concurrent use.
 type Stack struct {
-	upper  string   // "" for a read-only stack
-	work   string   // "" for a read-only stack
-	lowers []string // topmost first, at least one
-	layers []string // upper (if any) followed by lowers
-	format Format
+	upper    string   // "" for a read-only stack
+	work     string   // "" for a read-only stack
+	lowers   []string // topmost first, at least one
+	layers   []string // upper (if any) followed by lowers
+	format   Format
+	volatile bool // copy-up skips fsync (see WithVolatile)
+
+	state unionState // lookup caches and copy-up locks (lookup.go, copyup.go)
 }
 
 // StackOption configures NewStack.

@@ -58,6 +58,18 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 		return err
 	}
 	dst := u.upperPath(rel)
+	// linking the copy in changes the parent's times; the union shows
+	// them unchanged (as the kernel restores them), so put them back
+	var pst unix.Stat_t
+	if err := lstat(path.Dir(dst), &pst); err != nil {
+		return &os.PathError{Op: "copy-up lstat parent", Path: path.Dir(dst), Err: err}
+	}
+	defer func() {
+		if err == nil {
+			ts := []unix.Timespec{pst.Atim, pst.Mtim}
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, path.Dir(dst), ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+	}()
 	flags := uint(unix.RENAME_NOREPLACE)
 	if replace {
 		flags = 0

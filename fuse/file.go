@@ -14,18 +14,42 @@ import (
 // operations on that descriptor.
 type file struct {
 	*fs.LoopbackFile
+	n           *node
 	fd          int
 	writable    bool
 	passthrough bool // offer the descriptor for kernel passthrough
 }
 
-func newFile(fd int, writable, passthrough bool) *file {
+// newFile wraps fd. The kernel refuses (EIO) to mix passthrough and cached
+// opens of one inode, so passthrough is offered only when the node has no
+// cached open; a cached open is counted until its release.
+func (n *node) newFile(fd int, writable, passthrough bool) *file {
+	n.mu.Lock()
+	if n.cachedOpens > 0 {
+		passthrough = false
+	}
+	if !passthrough {
+		n.cachedOpens++
+	}
+	n.mu.Unlock()
 	return &file{
 		LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile),
+		n:            n,
 		fd:           fd,
 		writable:     writable,
 		passthrough:  passthrough,
 	}
+}
+
+var _ fs.FileReleaser = (*file)(nil)
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	if !f.passthrough {
+		f.n.mu.Lock()
+		f.n.cachedOpens--
+		f.n.mu.Unlock()
+	}
+	return f.LoopbackFile.Release(ctx)
 }
 
 var _ fs.FilePassthroughFder = (*file)(nil)

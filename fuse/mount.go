@@ -116,6 +116,9 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 	if !o.NoDefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
+	// Devices and set-id programs work as on kernel overlayfs (go-fuse
+	// defaults to nosuid,nodev when the flags are zero).
+	mo.DirectMountFlags = syscall.MS_RELATIME
 	if u.upper == "" {
 		mo.DirectMountFlags |= syscall.MS_RDONLY
 		mo.Options = append(mo.Options, "ro")

@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"os"
 	"path"
 	"sync"
@@ -26,8 +27,9 @@ type node struct {
 	u    *union
 	opts *Options
 
-	mu sync.Mutex // guards st
-	st nodeState
+	mu          sync.Mutex // guards st and cachedOpens
+	st          nodeState
+	cachedOpens int // open handles not using passthrough
 }
 
 // nodeState says where a node lives in the layers.
@@ -35,6 +37,10 @@ type nodeState struct {
 	upper    bool   // an upper object exists at the node's union path
 	lowers   []lref // dirs: merged lower dirs; non-dirs: metadata/data below
 	metacopy bool   // the top object is metadata-only; data is in lowers[last]
+	// linked: a lower file with several hard links. Each of its names
+	// gets its own inode (distinct StableAttr.Gen, same st_ino), so that a
+	// copy-up breaks the link as kernel overlayfs with index=off does.
+	linked bool
 }
 
 func (n *node) state() nodeState {
@@ -103,11 +109,18 @@ func (n *node) setEntryTimeouts(e *entry, out *fuse.EntryOut) {
 
 // newChild returns the inode for a looked-up or created entry, updating
 // the state of an inode that already exists for the same inode number.
-func (n *node) newChild(ctx context.Context, e *entry, out *fuse.EntryOut) *fs.Inode {
+func (n *node) newChild(ctx context.Context, name string, e *entry, out *fuse.EntryOut) *fs.Inode {
 	ch := &node{u: n.u, opts: n.opts}
-	in := n.NewInode(ctx, ch, fs.StableAttr{Mode: e.st.Mode & unix.S_IFMT, Ino: e.ino})
+	attr := fs.StableAttr{Mode: e.st.Mode & unix.S_IFMT, Ino: e.ino}
+	linked := !e.upper && !e.isDir() && e.st.Nlink > 1
+	if linked {
+		h := fnv.New64a()
+		h.Write([]byte(path.Join(n.rel(), name)))
+		attr.Gen = h.Sum64() | 1
+	}
+	in := n.NewInode(ctx, ch, attr)
 	if real, ok := in.Operations().(*node); ok {
-		real.setState(nodeState{upper: e.upper, lowers: e.lowers, metacopy: e.metacopy})
+		real.setState(nodeState{upper: e.upper, lowers: e.lowers, metacopy: e.metacopy, linked: linked})
 	}
 	n.fillAttr(&e.st, e.ino, &out.Attr)
 	n.setEntryTimeouts(e, out)
@@ -124,7 +137,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		}
 		return nil, errno(err)
 	}
-	return n.newChild(ctx, e, out), 0
+	return n.newChild(ctx, name, e, out), 0
 }
 
 var _ fs.NodeGetattrer = (*node)(nil)
@@ -149,9 +162,15 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	return 0
 }
 
-// copyUp brings the node (and its parents) into the upper layer; with
-// data, a metadata-only copy gets its data too.
-func (n *node) copyUp() error {
+// copyUp brings the node (and its parents) into the upper layer, a
+// metadata-only copy with its data.
+func (n *node) copyUp() error { return n.copyUpNotify(false) }
+
+// copyUpNotify is copyUp; when the copy breaks a lower hard link, the
+// kernel is told to drop the name so that its next lookup finds the new
+// inode. syncNotify may be set only where the kernel holds no lock on the
+// parent dir (OPEN); elsewhere the notification is sent asynchronously.
+func (n *node) copyUpNotify(syncNotify bool) error {
 	if n.u.upper == "" {
 		return unix.EROFS
 	}
@@ -200,7 +219,17 @@ func (n *node) copyUp() error {
 	if n.StableAttr().Mode != unix.S_IFDIR && len(n.st.lowers) > 1 {
 		n.st.lowers = n.st.lowers[:1]
 	}
+	linked := n.st.linked
 	n.mu.Unlock()
+	if linked {
+		if name, parent := n.Parent(); parent != nil {
+			if syncNotify {
+				parent.NotifyEntry(name)
+			} else {
+				go parent.NotifyEntry(name)
+			}
+		}
+	}
 	return nil
 }
 
@@ -273,7 +302,7 @@ var _ fs.NodeOpener = (*node)(nil)
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if write {
-		if err := n.copyUp(); err != nil {
+		if err := n.copyUpNotify(true); err != nil {
 			return nil, 0, errno(err)
 		}
 	}
@@ -287,7 +316,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// Passthrough only for upper files: the kernel keeps one backing file
 	// per inode, and a lower backing file would take the writes of a
 	// later open-for-write after copy-up.
-	fh := newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough)
+	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough)
 	var fflags uint32
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
@@ -357,6 +386,7 @@ func (n *node) finishCreate(ctx context.Context, tmp, p string, mode uint32, dir
 }
 
 func (n *node) createdEntry(ctx context.Context, p string, out *fuse.EntryOut, isDir bool) (*fs.Inode, error) {
+	name := path.Base(p)
 	e := &entry{upper: true}
 	if err := lstat(p, &e.st); err != nil {
 		return nil, err
@@ -365,7 +395,7 @@ func (n *node) createdEntry(ctx context.Context, p string, out *fuse.EntryOut, i
 	if isDir {
 		e.opaque = true
 	}
-	return n.newChild(ctx, e, out), nil
+	return n.newChild(ctx, name, e, out), nil
 }
 
 var _ fs.NodeCreater = (*node)(nil)
@@ -404,7 +434,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
 	}
-	return ch, newFile(fd, write, !n.opts.NoPassthrough), fflags, 0
+	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough), fflags, 0
 }
 
 var _ fs.NodeMkdirer = (*node)(nil)

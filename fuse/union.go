@@ -38,7 +38,7 @@ type union struct {
 
 	devs     map[uint64]uint64 // st_dev of a layer -> index for xino bits
 	uuids    [][]byte          // per lower layer: filesystem uuid, or nil
-	lowerFds []int             // per lower layer: O_PATH fd of the root, for open_by_handle_at
+	lowerFds []int             // per lower layer: fd of the root, for open_by_handle_at
 	tmpSeq   atomic.Uint64     // names of temporaries in the work dir
 	volatile bool              // skip fsync of copied-up data
 
@@ -69,7 +69,8 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		}
 	}
 	for _, l := range u.lowers {
-		fd, err := unix.Open(l, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		// open_by_handle_at refuses an O_PATH mount fd
+		fd, err := unix.Open(l, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			u.close()
 			return nil, &os.PathError{Op: "open layer", Path: l, Err: err}

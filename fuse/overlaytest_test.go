@@ -3,7 +3,9 @@
 package fuse
 
 import (
+	"github.com/hanwen/go-fuse/v2/posixtest"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/stratafs/strata/internal/testutil"
@@ -85,4 +87,32 @@ var debugFUSE = os.Getenv("STRATA_FUSE_DEBUG") == "1"
 func TestOverlaytest(t *testing.T) {
 	testutil.RequireFUSE(t)
 	overlaytest.Run(t, backend{})
+}
+
+// TestPosix runs go-fuse's POSIX checks on a mount of an empty lower
+// layer with an upper layer.
+func TestPosix(t *testing.T) {
+	testutil.RequireFUSE(t)
+	names := make([]string, 0, len(posixtest.All))
+	for name := range posixtest.All {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			if reason, ok := posixSkips[name]; ok {
+				t.Skip(reason)
+			}
+			lower, upper, work := t.TempDir(), t.TempDir(), t.TempDir()
+			m := backend{}.Mount(t, overlaytest.Layers{Lowers: []string{lower}, Upper: upper, Work: work})
+			posixtest.All[name](t, m.Root())
+		})
+	}
+}
+
+// posixSkips lists posixtest checks that do not hold on a local
+// filesystem either (checked against a plain ext4 dir).
+var posixSkips = map[string]string{
+	"FcntlFlockLocksFile": "expects two fds of one process to conflict on POSIX locks; " +
+		"fails on plain ext4 too (locks are per process); strata leaves locks to the kernel",
 }

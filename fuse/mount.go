@@ -165,8 +165,10 @@ func (s *Server) Target() string { return s.target }
 // that any access fails with ENOTCONN) from target. Anything else is
 // left alone.
 func ClearStale(target string) error {
-	var st unix.Stat_t
-	err := unix.Stat(target, &st)
+	// statfs is never answered from the kernel's caches: on a mount whose
+	// server is gone it fails with ENOTCONN
+	var st unix.Statfs_t
+	err := unix.Statfs(target, &st)
 	if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
 		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
 			return fmt.Errorf("fuse: clear dead mount %s: %w", target, err)

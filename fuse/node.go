@@ -838,20 +838,6 @@ func (n *node) exchange(a, b *entry, name string, np *node, newName string) sysc
 	return errno(unix.Renameat2(unix.AT_FDCWD, ap, unix.AT_FDCWD, bp, unix.RENAME_EXCHANGE))
 }
 
-var _ fs.NodeReaddirer = (*node)(nil)
-
-func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	ents, err := n.u.readDir(n.rel(), n.dirState())
-	if err != nil {
-		return nil, errno(err)
-	}
-	out := make([]fuse.DirEntry, 0, len(ents))
-	for _, e := range ents {
-		out = append(out, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino})
-	}
-	return fs.NewListDirStream(out), 0
-}
-
 var _ fs.NodeGetxattrer = (*node)(nil)
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

@@ -122,7 +122,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if !d.n.state().upper {
+	if !d.n.state().upper || d.n.opts.Volatile {
 		return 0
 	}
 	fd, err := unix.Open(d.n.u.upperPath(d.n.rel()), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

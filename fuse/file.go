@@ -74,3 +74,14 @@ func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	out.FromStat(sysStat(&st))
 	return 0
 }
+
+var _ fs.FileFsyncer = (*file)(nil)
+
+// Fsync syncs the real file, except on a volatile mount (as the kernel's
+// "volatile" option, fsync is then a no-op).
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if f.n.opts.Volatile {
+		return 0
+	}
+	return f.LoopbackFile.Fsync(ctx, flags)
+}

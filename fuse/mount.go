@@ -22,7 +22,8 @@ import (
 type Options struct {
 	// Debug logs every FUSE request (costly; tests show it under -v).
 	Debug bool
-	// Volatile skips fsync of copied-up data (kernel "volatile").
+	// Volatile skips fsync of copied-up data and makes fsync a no-op
+	// (kernel "volatile").
 	Volatile bool
 	// GOMAXPROCS, if > 0, is set for the whole process at Mount: the
 	// server's parallelism matters more than any FUSE knob on small
@@ -61,6 +62,18 @@ func (o *Options) withDefaults() *Options {
 	c.NegativeTimeout = durationOr(c.NegativeTimeout, time.Second)
 	c.LowerTimeout = durationOr(c.LowerTimeout, time.Hour)
 	return &c
+}
+
+// RecommendedGOMAXPROCS is the server parallelism measured best on small
+// machines: 1 P up to 2 CPUs (a second P mostly adds cross-CPU wakeups to
+// a workload that keeps one request in flight: untar 1.5x, tree walk 2x
+// faster with 1 P on 2 vCPUs), else all CPUs. Parallel client workloads
+// on bigger machines are not measured yet.
+func RecommendedGOMAXPROCS() int {
+	if n := runtime.NumCPU(); n > 2 {
+		return n
+	}
+	return 1
 }
 
 // Server is a mounted strata FUSE filesystem.

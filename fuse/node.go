@@ -156,7 +156,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
-	if !n.state().upper {
+	if n.state().upper {
+		out.SetTimeout(n.opts.AttrTimeout)
+	} else {
 		out.SetTimeout(n.opts.LowerTimeout)
 	}
 	return 0

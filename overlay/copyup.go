@@ -128,7 +128,25 @@ func (s *Stack) CleanWork() error {
 //
 // Hard links: like the kernel with index=off, copy-up breaks the link;
 // each name copied up becomes an independent file.
-func (s *Stack) CopyUp(p string) (*Entry, error) {
+func (s *Stack) CopyUp(p string) (*Entry, error) { return s.copyUp(p, false) }
+
+// CopyUpMeta is CopyUp for a metadata change (chmod, chown, utimes,
+// setxattr) of a regular file: like the kernel with metacopy=on, it copies
+// only the metadata into an upper file of the right size with no data
+// blocks, marked with the overlay "metacopy" xattr; reads keep coming from
+// the lower data (Entry.DataPath) until a CopyUp for a write. Other file
+// types, and objects already in the upper layer, behave as in CopyUp. The
+// metacopy format needs trusted.overlay xattrs: with WithUserXattr,
+// CopyUpMeta fails with ErrNotSupported, as the kernel refuses
+// metacopy=on with userxattr.
+func (s *Stack) CopyUpMeta(p string) (*Entry, error) {
+	if s.format.UserXattr {
+		return nil, fmt.Errorf("overlay: metadata copy-up %q with userxattr: %w", p, ErrNotSupported)
+	}
+	return s.copyUp(p, true)
+}
+
+func (s *Stack) copyUp(p string, meta bool) (*Entry, error) {
 	if s.upper == "" {
 		return nil, s.errReadOnly("copy-up", p)
 	}
@@ -136,34 +154,41 @@ func (s *Stack) CopyUp(p string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	done := func(e *Entry) bool { return s.isUpper(e.Layer) && (!e.Metacopy || meta) }
 	e, err := s.Lookup(c)
-	if err != nil || (s.isUpper(e.Layer) && !e.Metacopy) {
-		return e, err
+	if err != nil || done(e) {
+		return e, err // the root is always in the upper layer
 	}
-	if c != "." {
-		if parent := path.Dir(c); parent != "." {
-			if _, err := s.CopyUp(parent); err != nil {
-				return nil, err
-			}
+	// Parents first. A Dir whose top layer is the upper stays valid for
+	// what follows: nothing in this package moves an upper dir.
+	pd := e.Parent
+	if !s.isUpper(pd.Layers[0].Index) {
+		pe, err := s.copyUp(pd.Path, false)
+		if err != nil {
+			return nil, err
+		}
+		if pd = pe.Dir; pd == nil {
+			return nil, &os.PathError{Op: "overlay copy-up", Path: pe.Path, Err: unix.ENOTDIR}
 		}
 	}
+	name := path.Base(c)
 	unlock := s.state.locks.lock(c)
 	defer unlock()
 	// Look again under the lock: another goroutine may have won.
-	if e, err = s.Lookup(c); err != nil || (s.isUpper(e.Layer) && !e.Metacopy) {
+	if e, err = s.LookupIn(pd, name); err != nil || done(e) {
 		return e, err
 	}
-	if err := s.copyObjectLocked(e); err != nil {
+	if err := s.copyObjectLocked(e, meta); err != nil {
 		return nil, fmt.Errorf("overlay: copy-up %q: %w", c, err)
 	}
-	return s.Lookup(c)
+	return s.LookupIn(pd, name)
 }
 
 // copyObjectLocked copies the object of e into the upper layer, whose
-// parent dir must exist.
+// parent dir must exist; with meta, a regular file becomes a metacopy.
 //
 // Preconditions: s.state.locks holds e.Path.
-func (s *Stack) copyObjectLocked(e *Entry) (err error) {
+func (s *Stack) copyObjectLocked(e *Entry, meta bool) (err error) {
 	dst := s.upper + "/" + e.Path
 	parent := path.Dir(dst)
 	var pst unix.Stat_t
@@ -182,7 +207,11 @@ func (s *Stack) copyObjectLocked(e *Entry) (err error) {
 	st := &e.Stat
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		err = copyFileData(e.DataPath, tmp, !s.volatile)
+		if meta {
+			err = makeMetacopy(tmp, st.Size, s.format.Xattr(XattrMetacopy))
+		} else {
+			err = s.copyFileData(e.DataPath, tmp)
+		}
 	case unix.S_IFDIR:
 		err = unix.Mkdir(tmp, 0o700)
 	case unix.S_IFLNK:
@@ -223,6 +252,20 @@ func (s *Stack) copyObjectLocked(e *Entry) (err error) {
 		return &os.PathError{Op: "utimensat", Path: parent, Err: err}
 	}
 	return nil
+}
+
+// makeMetacopy creates p as a data-less file of size bytes marked with the
+// metacopy xattr xname (empty value: no digest, as the kernel accepts).
+func makeMetacopy(p string, size int64, xname string) error {
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		return err
+	}
+	return unix.Fsetxattr(fd, xname, nil, 0)
 }
 
 // renameNoReplace renames old to new unless new exists (EEXIST). Where the
@@ -340,34 +383,43 @@ func getxattrBytes(p, name string, buf *[]byte) ([]byte, error) {
 }
 
 // copyFileData creates dst (O_EXCL) with the data of the regular file src:
-// a reflink where possible, else the data extents with copy_file_range
-// (falling back to read/write), holes kept. It fsyncs dst when sync.
-func copyFileData(src, dst string, sync bool) (err error) {
-	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+// a reflink where the filesystems allow it (remembered per source device),
+// else the data extents with copy_file_range (falling back to read/write),
+// holes kept. It fsyncs dst unless the stack is volatile.
+func (s *Stack) copyFileData(src, dst string) (err error) {
+	ifd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: src, Err: err}
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	defer unix.Close(ifd)
+	ofd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "create", Path: dst, Err: err}
 	}
 	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
+		if cerr := unix.Close(ofd); err == nil && cerr != nil {
+			err = &os.PathError{Op: "close", Path: dst, Err: cerr}
 		}
 	}()
-	ifd, ofd := int(in.Fd()), int(out.Fd())
-	if err := unix.IoctlFileClone(ofd, ifd); err != nil {
-		var st unix.Stat_t
-		if err := unix.Fstat(ifd, &st); err != nil {
-			return &os.PathError{Op: "fstat", Path: src, Err: err}
+	var st unix.Stat_t
+	if err := unix.Fstat(ifd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: src, Err: err}
+	}
+	cloned := false
+	if _, no := s.state.noClone.Load(st.Dev); !no && st.Size > 0 {
+		if err := unix.IoctlFileClone(ofd, ifd); err == nil {
+			cloned = true
+		} else if err == unix.EOPNOTSUPP || err == unix.ENOTTY || err == unix.EXDEV || err == unix.EINVAL {
+			s.state.noClone.Store(st.Dev, true)
 		}
-		if err := copyExtents(ifd, ofd, st.Size); err != nil {
+	}
+	if !cloned {
+		sparse := st.Blocks*512 < st.Size
+		if err := copyExtents(ifd, ofd, st.Size, sparse); err != nil {
 			return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 		}
 	}
-	if sync {
+	if !s.volatile {
 		if err := unix.Fsync(ofd); err != nil {
 			return &os.PathError{Op: "fsync", Path: dst, Err: err}
 		}
@@ -376,8 +428,13 @@ func copyFileData(src, dst string, sync bool) (err error) {
 }
 
 // copyExtents copies the data extents of ifd (size bytes) to the same
-// offsets of ofd and sizes ofd, leaving holes unallocated.
-func copyExtents(ifd, ofd int, size int64) error {
+// offsets of ofd and sizes ofd, leaving holes unallocated. Without sparse
+// (the source has as many blocks as bytes) it copies everything at once.
+func copyExtents(ifd, ofd int, size int64, sparse bool) error {
+	if !sparse {
+		// Fully allocated: one range, no SEEK_DATA round trips.
+		return copyRange(ifd, ofd, 0, size)
+	}
 	for off := int64(0); off < size; {
 		data, err := unix.Seek(ifd, off, unix.SEEK_DATA)
 		if err == unix.ENXIO {

@@ -310,3 +310,41 @@ func TestCopyUpReadOnly(t *testing.T) {
 
 var _ = bytes.Equal
 var _ = sort.Strings
+
+func TestCopyUpMeta(t *testing.T) {
+	testutil.RequireOverlay(t)
+	s := fixture{upper: []string{}, lowers: [][]string{{"f a/f payload", "s a/l f"}}}.build(t)
+	setMeta(t, filepath.Join(s.Lowers()[0], "a/f"), 0o640, 5, 6, 1.7e9, "user.x", "1")
+	want := readMeta(t, filepath.Join(s.Lowers()[0], "a/f"))
+	e, err := s.CopyUpMeta("a/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Metacopy || e.Layer != 0 || e.DataLayer != 1 {
+		t.Fatalf("CopyUpMeta: %+v", e)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(e.RealPath, &st); err != nil || st.Size != 7 || st.Blocks != 0 {
+		t.Errorf("metacopy file: size %d blocks %d %v", st.Size, st.Blocks, err)
+	}
+	got := readMeta(t, e.RealPath)
+	got.data = want.data // the upper holds no data by design
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("metadata:\n got  %+v\n want %+v", got, want)
+	}
+	// The kernel serves the same union from this metacopy.
+	compareWithKernel(t, s)
+	// Non-regular files get a plain copy-up.
+	if e, err := s.CopyUpMeta("a/l"); err != nil || e.Layer != 0 || e.Metacopy {
+		t.Errorf("CopyUpMeta(symlink): %+v %v", e, err)
+	}
+	// A data copy-up completes the metacopy.
+	if e, err = s.CopyUp("a/f"); err != nil || e.Metacopy || readMeta(t, e.RealPath).data != "payload" {
+		t.Fatalf("CopyUp after CopyUpMeta: %+v %v", e, err)
+	}
+	leftovers(t, s)
+	u := fixture{user: true, upper: []string{}, lowers: [][]string{{"f a a"}}}.build(t)
+	if _, err := u.CopyUpMeta("a"); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("CopyUpMeta with userxattr: %v", err)
+	}
+}

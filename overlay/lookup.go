@@ -67,6 +67,7 @@ type unionState struct {
 	locks   pathLocks     // per-path copy-up/remove locks (copyup.go)
 	tmpSeq  atomic.Uint64 // temp name counter in the work dir
 	workDir atomic.Bool   // the work/work subdir exists
+	noClone sync.Map      // st_dev (uint64) of sources FICLONE failed for
 }
 
 // cleanPath cleans a union path. Leading slashes are ignored; a path that

@@ -43,8 +43,14 @@ var lookupCases = []lookupCase{
 			{"d dir", "ox dir", "xw dir/g", "f dir/add a"},
 			{"f dir/g g", "f dir/keep k"}}},
 		want: map[string]string{"dir": "1 d", "dir/g": "ENOENT", "dir/keep": "2 f", "dir/add": "1 f"}},
+	{name: "xattr whiteout in opaque x lower root",
+		fx:   fixture{upper: []string{}, lowers: [][]string{{"ox .", "xw g", "f keep k"}, {"f g g", "f h h"}}},
+		want: map[string]string{"g": "ENOENT", "h": "2 f", "keep": "1 f"}},
+	{name: "opaque markers on layer roots ignored",
+		fx:   fixture{upper: []string{"o ."}, lowers: [][]string{{"o .", "f a a"}, {"f b b"}}},
+		want: map[string]string{"a": "1 f", "b": "2 f"}},
 	{name: "xattr whiteout ignored without x",
-		fx:   fixture{lowers: [][]string{{"xw dir/g"}, {"f dir/g g"}}},
+		fx:            fixture{lowers: [][]string{{"xw dir/g"}, {"f dir/g g"}}},
 		want:          map[string]string{"dir/g": "0 f"},
 		kernelDiffers: xwhiteoutQuirk},
 	{name: "xattr whiteout ignored in upper",
@@ -240,5 +246,34 @@ func TestLookupInvalidPaths(t *testing.T) {
 	}
 	if e, err := s.Lookup(""); err != nil || e.Path != "." || e.Dir == nil {
 		t.Errorf("root: %+v %v", e, err)
+	}
+}
+
+func TestHidden(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := fixture{upper: []string{"f a u", "d d"}, lowers: [][]string{
+		{"f a l0", "d d", "f b l0"},
+		{"f a l1", "d d", "w b"},
+		{"w a", "d d"},
+		{"f a l3", "f b l3"},
+	}}.build(t)
+	for p, want := range map[string]string{"a": "[1 2]", "d": "[1 2 3]", "b": "[]", ".": "[1 2 3 4]"} {
+		e, err := s.Lookup(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := s.Hidden(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(h); got != want && !(want == "[]" && h == nil) {
+			t.Errorf("Hidden(%s) = %s, want %s", p, got, want)
+		}
+	}
+	pd, _ := s.LookupDir(".")
+	for name, want := range map[string]bool{"a": true, "b": true, "d": true, "nope": false} {
+		if got, err := s.HasLower(pd, name); err != nil || got != want {
+			t.Errorf("HasLower(%s) = %v, %v; want %v", name, got, err, want)
+		}
 	}
 }

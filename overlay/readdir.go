@@ -43,7 +43,7 @@ func (s *Stack) ReadDirOf(d *Dir) ([]DirEntry, error) {
 		seen map[string]struct{}
 	)
 	if len(d.Layers) > 1 {
-		seen = make(map[string]struct{})
+		seen = make(map[string]struct{}, 1024)
 	}
 	for i := range d.Layers {
 		dl := &d.Layers[i]

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -215,7 +216,7 @@ func copyUp(t *testing.T, b Backend, op copyUpOp) {
 	}
 	meta := hasXattr(up, format.Xattr(overlay.XattrMetacopy))
 	if meta || op.metaOK {
-		observe(t, b, MetadataOnlyCopyUp, meta, "copy-up by "+t.Name())
+		observe(t, b, MetadataOnlyCopyUp, meta, "upper file after the op has metacopy xattr: "+strconv.FormatBool(meta))
 	}
 	if meta && !op.metaOK {
 		t.Errorf("upper %s: a metadata-only copy after an op that changes data", cuName)

@@ -77,6 +77,23 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, flags); err != nil {
 		return &os.PathError{Op: "copy-up rename", Path: dst, Err: err}
 	}
+	if origin != nil {
+		return u.markImpure(path.Dir(dst))
+	}
+	return nil
+}
+
+// markImpure sets the overlay "impure" xattr on the upper dir dir, as the
+// kernel does on a dir that holds copied-up or redirected entries: its
+// readdir then reports their union inode numbers in d_ino.
+func (u *union) markImpure(dir string) error {
+	name := u.format.Xattr(overlay.XattrImpure)
+	if _, ok, _ := getxattr(dir, name); ok {
+		return nil
+	}
+	if err := unix.Lsetxattr(dir, name, []byte("y"), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return &os.PathError{Op: "set impure", Path: dir, Err: err}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ package fuse
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -225,6 +226,7 @@ func TestFUSEWritesKernelReads(t *testing.T) {
 
 	kroot, kunmount := mountKernel(t, l)
 	diffTrees(t, "kernel view of FUSE writes", tree(t, kroot), before)
+	wantDinoMatches(t, "kernel", kroot, ".", "keep", "r2")
 	kunmount()
 
 	// and back: FUSE still sees the same after the kernel mounted the dirs
@@ -248,6 +250,7 @@ func TestKernelWritesFUSEReads(t *testing.T) {
 
 	root, unmount := mountFUSE(t, l)
 	diffTrees(t, "FUSE view of kernel writes", tree(t, root), before)
+	wantDinoMatches(t, "FUSE", root, ".", "keep", "r2")
 	// keep going on top of the kernel's metacopy and redirect
 	if err := os.WriteFile(filepath.Join(root, "m"), []byte("M2"), 0); err != nil {
 		t.Fatal(err)
@@ -329,5 +332,57 @@ func TestReadOnlyStack(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(m.Root(), "r/sub/s")); err != nil || string(b) != "S" {
 		t.Errorf("read: %q %v", b, err)
+	}
+}
+
+// direntInos lists dir with getdents and returns each name's d_ino.
+func direntInos(t *testing.T, dir string) map[string]uint64 {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	out := map[string]uint64{}
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return out
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, name
+			ino := binary.NativeEndian.Uint64(b[0:8])
+			reclen := binary.NativeEndian.Uint16(b[16:18])
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			out[string(name)] = ino
+			b = b[reclen:]
+		}
+	}
+}
+
+// wantDinoMatches checks that d_ino equals st_ino for every entry of
+// the given dirs under root.
+func wantDinoMatches(t *testing.T, what, root string, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		for name, ino := range direntInos(t, filepath.Join(root, d)) {
+			if name == "." || name == ".." {
+				continue
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(root, d, name), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Ino != ino {
+				t.Errorf("%s: %s/%s: d_ino %d, st_ino %d", what, d, name, ino, st.Ino)
+			}
+		}
 	}
 }

@@ -762,6 +762,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err := unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, dp, rflags); err != nil {
 		return errno(err)
 	}
+	if len(src.lowers) > 0 {
+		// the moved object has an origin or a redirect
+		if err := n.u.markImpure(path.Dir(dp)); err != nil {
+			return errno(err)
+		}
+	}
 	if srcNode != nil {
 		sn := srcNode.Operations().(*node)
 		sn.mu.Lock()

@@ -43,6 +43,27 @@
 // do, because the kernel keeps one backing file per inode and a
 // write-open after copy-up would otherwise write into the lower file.
 //
+// # Request costs
+//
+// READDIRPLUS stays on; the dir handle implements fs.FileLookuper so the
+// per-entry lookup reuses the entry resolved for the listing (dir.go).
+// Files open with FOPEN_NOFLUSH (no FLUSH round trip on close). Locks are
+// left to the kernel (EnableLocks off), which is correct for one mount and
+// needs no requests. CAP_HANDLE_KILLPRIV_V2 stays off: the kernel would
+// then leave clearing set-id bits to the server, but go-fuse's node API
+// does not pass the kill flags of WRITE and OPEN to the filesystem.
+// GOMAXPROCS is an option (RecommendedGOMAXPROCS).
+//
+// # Differences from kernel overlayfs
+//
+//   - chmod/chown/utimes/setxattr of a lower file copy its data up too
+//     (no metacopy written; kernel-written metacopy files are read and
+//     completed on the first data change).
+//   - POSIX ACLs are not enforced by the kernel's permission check
+//     (default_permissions checks mode bits; FUSE_POSIX_ACL is off).
+//   - mknod of a char device 0/0 fails EPERM (it would be a whiteout).
+//   - RENAME_EXCHANGE of a dir with lower contents fails EXDEV.
+//
 // # Locking
 //
 // union.cuMu serializes copy-ups and multi-step upper changes; node.mu

@@ -4,11 +4,12 @@ package fuse
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -26,12 +27,19 @@ func TestHelperServe(t *testing.T) {
 	if spec == "" {
 		t.Skip("helper process only")
 	}
-	f := strings.Split(spec, ":")
-	s, err := overlay.NewStack([]string{f[0]}, overlay.WithUpper(f[1], f[2]))
+	var c childSpec
+	if err := json.Unmarshal([]byte(spec), &c); err != nil {
+		t.Fatal(err)
+	}
+	var opts []overlay.StackOption
+	if c.Upper != "" {
+		opts = append(opts, overlay.WithUpper(c.Upper, c.Work))
+	}
+	s, err := overlay.NewStack(c.Lowers, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Mount(s, f[3], Options{})
+	srv, err := Mount(s, c.Target, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,15 +47,23 @@ func TestHelperServe(t *testing.T) {
 	srv.Wait()
 }
 
-// TestDeadServerCleared: a killed server leaves an ENOTCONN mount behind;
-// ClearStale (and Mount, which calls it) clears it.
-func TestDeadServerCleared(t *testing.T) {
-	testutil.RequireFUSE(t)
-	l := newCrossLayers(t)
-	target := t.TempDir()
-	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+// childSpec tells a child process what to serve.
+type childSpec struct {
+	Lowers              []string
+	Upper, Work, Target string
+}
+
+// startChild starts this test binary as a FUSE server for spec and
+// returns once the mount is up. The child's stderr goes to stderr.
+func startChild(t *testing.T, spec childSpec, stderr io.Writer) *exec.Cmd {
+	t.Helper()
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperServe$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join([]string{l.lower, l.upper, l.work, target}, ":"))
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(b))
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -59,8 +75,19 @@ func TestDeadServerCleared(t *testing.T) {
 	if err != nil || line != "ready\n" {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("helper: %q, %v", line, err)
+		t.Fatalf("child server: %q, %v", line, err)
 	}
+	return cmd
+}
+
+// TestDeadServerCleared: a killed server leaves an ENOTCONN mount behind;
+// ClearStale (and Mount, which calls it) clears it.
+func TestDeadServerCleared(t *testing.T) {
+	testutil.RequireFUSE(t)
+	l := newCrossLayers(t)
+	target := t.TempDir()
+	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+	cmd := startChild(t, childSpec{Lowers: []string{l.lower}, Upper: l.upper, Work: l.work, Target: target}, nil)
 	if _, err := os.Stat(filepath.Join(target, "a")); err != nil {
 		t.Errorf("served mount: %v", err)
 	}

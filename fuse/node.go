@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"os"
 	"path"
@@ -241,7 +242,15 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := n.copyUp(); err != nil {
 		return errno(err)
 	}
-	p := n.u.upperPath(n.rel())
+	// Work on an O_PATH fd of the object, reached without following
+	// symlinks, and through /proc/self/fd where a call needs a path: a
+	// concurrent rename cannot point the change at another file.
+	pfd, err := n.u.openUpper(n.rel(), unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return errno(err)
+	}
+	defer unix.Close(pfd)
+	p := fmt.Sprintf("/proc/self/fd/%d", pfd)
 	isLink := n.StableAttr().Mode == unix.S_IFLNK
 	if m, ok := in.GetMode(); ok {
 		if isLink {
@@ -261,7 +270,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if gok {
 			sg = int(gid)
 		}
-		if err := unix.Lchown(p, su, sg); err != nil {
+		if err := unix.Fchownat(pfd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
 			return errno(err)
 		}
 	}
@@ -292,7 +301,12 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 				ts[1] = unix.NsecToTimespec(int64(in.Mtime)*1e9 + int64(in.Mtimensec))
 			}
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		// a symlink's own times: by name, not following the last link
+		tp, flags := p, 0 // follow the /proc magic link to the object
+		if isLink {
+			tp, flags = n.u.upperPath(n.rel()), unix.AT_SYMLINK_NOFOLLOW
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, tp, ts, flags); err != nil {
 			return errno(err)
 		}
 	}
@@ -311,7 +325,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	s := n.state()
 	_, data := n.paths()
 	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
-	fd, err := unix.Open(data, oflags|unix.O_CLOEXEC, 0)
+	var fd int
+	var err error
+	if s.upper && !s.metacopy {
+		fd, err = n.u.openUpper(n.rel(), oflags, 0)
+	} else {
+		// lower layers never change; the final component is a file
+		fd, err = unix.Open(data, oflags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return nil, 0, errno(err)
 	}
@@ -416,8 +437,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if wo {
 		target = n.u.tmpName()
 	}
-	oflags := int(flags)&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
-	fd, err := unix.Open(target, oflags, mode&0o7777)
+	oflags := int(flags)&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW
+	var fd int
+	if wo {
+		fd, err = unix.Open(target, oflags|unix.O_CLOEXEC, mode&0o7777) // in the private work dir
+	} else {
+		fd, err = n.u.openUpper(path.Join(n.rel(), name), oflags, mode&0o7777)
+	}
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}

@@ -39,6 +39,7 @@ type union struct {
 	devs     map[uint64]uint64 // st_dev of a layer -> index for xino bits
 	uuids    [][]byte          // per lower layer: filesystem uuid, or nil
 	lowerFds []int             // per lower layer: fd of the root, for open_by_handle_at
+	upperFd  int               // O_PATH fd of the upper root, -1 without upper
 	tmpSeq   atomic.Uint64     // names of temporaries in the work dir
 	volatile bool              // skip fsync of copied-up data
 
@@ -49,12 +50,13 @@ type union struct {
 
 func newUnion(s *overlay.Stack) (*union, error) {
 	u := &union{
-		stack:  s,
-		format: s.Format(),
-		upper:  s.Upper(),
-		work:   s.Work(),
-		lowers: s.Lowers(),
-		devs:   map[uint64]uint64{},
+		stack:   s,
+		format:  s.Format(),
+		upper:   s.Upper(),
+		work:    s.Work(),
+		lowers:  s.Lowers(),
+		devs:    map[uint64]uint64{},
+		upperFd: -1,
 	}
 	// The upper's device gets xino index 0 so that, when all layers share
 	// one filesystem (the common case), st_ino is the real inode number,
@@ -79,6 +81,12 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		u.uuids = append(u.uuids, fsUUID(l))
 	}
 	if u.upper != "" {
+		fd, err := unix.Open(u.upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			u.close()
+			return nil, &os.PathError{Op: "open upper", Path: u.upper, Err: err}
+		}
+		u.upperFd = fd
 		if err := u.cleanWork(); err != nil {
 			u.close()
 			return nil, err
@@ -92,6 +100,36 @@ func (u *union) close() {
 		unix.Close(fd)
 	}
 	u.lowerFds = nil
+	if u.upperFd >= 0 {
+		unix.Close(u.upperFd)
+		u.upperFd = -1
+	}
+}
+
+// openUpper opens the upper object at the union path rel without
+// following any symlink on the way or at the end (with O_PATH|O_NOFOLLOW,
+// a final symlink itself is opened), and without leaving the upper
+// layer: a concurrent rename that swaps a symlink into the path cannot
+// redirect the server to a file outside the union.
+func (u *union) openUpper(rel string, flags int, mode uint32) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Mode:    uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(u.upperFd, rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue // EAGAIN: a concurrent rename; retry
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: u.upperPath(rel), Err: err}
+		}
+		return fd, nil
+	}
 }
 
 // cleanWork removes leftovers of interrupted copy-ups from the work dir.

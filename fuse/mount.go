@@ -83,9 +83,6 @@ type Server struct {
 	u      *union
 }
 
-// ErrNotMounted: the target holds no strata FUSE mount.
-var ErrNotMounted = errors.New("not a FUSE mount")
-
 // Mount serves stack on target (an existing dir) and returns once the
 // kernel has the mount. Call Unmount, then Wait, to stop.
 func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {

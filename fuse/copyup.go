@@ -57,17 +57,22 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 	if err := u.copyMeta(meta, tmp, &st, origin); err != nil {
 		return err
 	}
-	dst := u.upperPath(rel)
+	dst, done, err := u.safeUpper(rel)
+	if err != nil {
+		return err
+	}
+	defer done()
 	// linking the copy in changes the parent's times; the union shows
-	// them unchanged (as the kernel restores them), so put them back
+	// them unchanged (as the kernel restores them), so put them back.
+	// (path.Dir(dst) may be a /proc magic link: follow it.)
 	var pst unix.Stat_t
-	if err := lstat(path.Dir(dst), &pst); err != nil {
+	if err := unix.Stat(path.Dir(dst), &pst); err != nil {
 		return &os.PathError{Op: "copy-up lstat parent", Path: path.Dir(dst), Err: err}
 	}
 	defer func() {
 		if err == nil {
 			ts := []unix.Timespec{pst.Atim, pst.Mtim}
-			err = unix.UtimesNanoAt(unix.AT_FDCWD, path.Dir(dst), ts, unix.AT_SYMLINK_NOFOLLOW)
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, path.Dir(dst), ts, 0)
 		}
 	}()
 	flags := uint(unix.RENAME_NOREPLACE)
@@ -85,13 +90,14 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 
 // markImpure sets the overlay "impure" xattr on the upper dir dir, as the
 // kernel does on a dir that holds copied-up or redirected entries: its
-// readdir then reports their union inode numbers in d_ino.
+// readdir then reports their union inode numbers in d_ino. dir may be a
+// /proc magic link (it is followed).
 func (u *union) markImpure(dir string) error {
 	name := u.format.Xattr(overlay.XattrImpure)
-	if _, ok, _ := getxattr(dir, name); ok {
+	if _, err := unix.Getxattr(dir, name, nil); err == nil {
 		return nil
 	}
-	if err := unix.Lsetxattr(dir, name, []byte("y"), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+	if err := unix.Setxattr(dir, name, []byte("y"), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 		return &os.PathError{Op: "set impure", Path: dir, Err: err}
 	}
 	return nil

@@ -125,7 +125,7 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	if !d.n.state().upper || d.n.opts.Volatile {
 		return 0
 	}
-	fd, err := unix.Open(d.n.u.upperPath(d.n.rel()), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := d.n.u.openUpper(d.n.rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return errno(err)
 	}

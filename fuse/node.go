@@ -367,20 +367,27 @@ func owner(ctx context.Context, dirStat *unix.Stat_t) (int, int) {
 // and whether a whiteout occupies it.
 //
 // Preconditions: n is in the upper layer; u.cuMu is held.
-func (n *node) prepareCreate(name string) (p string, whiteout bool, dirSt unix.Stat_t, err error) {
-	dir := n.u.upperPath(n.rel())
-	if err := lstat(dir, &dirSt); err != nil {
-		return "", false, dirSt, err
+// p goes through an fd of the dir (see union.safeUpper); call done when
+// finished with it.
+func (n *node) prepareCreate(name string) (p string, whiteout bool, dirSt unix.Stat_t, done func(), err error) {
+	dir, done, err := n.u.safeUpperDir(n.rel())
+	if err != nil {
+		return "", false, dirSt, nil, err
 	}
-	p = path.Join(dir, name)
+	if err := unix.Stat(dir, &dirSt); err != nil {
+		done()
+		return "", false, dirSt, nil, err
+	}
+	p = dir + "/" + name
 	var st unix.Stat_t
 	if err := lstat(p, &st); err == nil {
 		if !overlay.IsWhiteoutStat(&st) {
-			return "", false, dirSt, unix.EEXIST
+			done()
+			return "", false, dirSt, nil, unix.EEXIST
 		}
 		whiteout = true
 	}
-	return p, whiteout, dirSt, nil
+	return p, whiteout, dirSt, done, nil
 }
 
 // finishCreate fixes owner and mode of a new object at tmp (a temporary
@@ -429,10 +436,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
-	p, wo, dirSt, err := n.prepareCreate(name)
+	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
+	defer done()
 	target := p
 	if wo {
 		target = n.u.tmpName()
@@ -473,10 +481,11 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
-	p, wo, dirSt, err := n.prepareCreate(name)
+	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer done()
 	target := p
 	if wo {
 		target = n.u.tmpName()
@@ -513,10 +522,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
-	p, wo, dirSt, err := n.prepareCreate(name)
+	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer done()
 	target := p
 	if wo {
 		target = n.u.tmpName()
@@ -540,10 +550,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
-	p, wo, dirSt, err := n.prepareCreate(name)
+	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer done()
 	tp := p
 	if wo {
 		tp = n.u.tmpName()
@@ -574,11 +585,16 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
-	p, wo, _, err := n.prepareCreate(name)
+	p, wo, _, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
 	}
-	src := n.u.upperPath(t.rel())
+	defer done()
+	src, srcDone, err := n.u.safeUpper(t.rel())
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer srcDone()
 	dst := p
 	if wo {
 		dst = n.u.tmpName()
@@ -660,7 +676,11 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if err != nil {
 		return errno(err)
 	}
-	p := n.u.upperPath(path.Join(rel, name))
+	p, done, err := n.u.safeUpper(path.Join(rel, name))
+	if err != nil {
+		return errno(err)
+	}
+	defer done()
 	switch {
 	case e.upper && needWO:
 		err = n.u.replaceWithWhiteout(p, dir)
@@ -750,8 +770,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err != nil {
 		return errno(err)
 	}
-	sp := n.u.upperPath(path.Join(rel, name))
-	dp := n.u.upperPath(path.Join(nrel, newName))
+	sp, sdone, err := n.u.safeUpper(path.Join(rel, name))
+	if err != nil {
+		return errno(err)
+	}
+	defer sdone()
+	dp, ddone, err := n.u.safeUpper(path.Join(nrel, newName))
+	if err != nil {
+		return errno(err)
+	}
+	defer ddone()
 	if src.isDir() {
 		if len(src.lowers) > 0 {
 			// kernel redirect_dir=on: the moved dir records where its
@@ -853,8 +881,16 @@ func (n *node) exchange(a, b *entry, name string, np *node, newName string) sysc
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
-	ap := n.u.upperPath(path.Join(n.rel(), name))
-	bp := n.u.upperPath(path.Join(np.rel(), newName))
+	ap, adone, err := n.u.safeUpper(path.Join(n.rel(), name))
+	if err != nil {
+		return errno(err)
+	}
+	defer adone()
+	bp, bdone, err := n.u.safeUpper(path.Join(np.rel(), newName))
+	if err != nil {
+		return errno(err)
+	}
+	defer bdone()
 	for _, c := range []struct {
 		e    *entry
 		p    string
@@ -922,7 +958,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.copyUp(); err != nil {
 		return errno(err)
 	}
-	return errno(unix.Lsetxattr(n.u.upperPath(n.rel()), attr, data, int(flags)))
+	p, done, err := n.u.safeUpper(n.rel())
+	if err != nil {
+		return errno(err)
+	}
+	defer done()
+	return errno(unix.Lsetxattr(p, attr, data, int(flags)))
 }
 
 var _ fs.NodeRemovexattrer = (*node)(nil)
@@ -938,7 +979,12 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if err := n.copyUp(); err != nil {
 		return errno(err)
 	}
-	return errno(unix.Lremovexattr(n.u.upperPath(n.rel()), attr))
+	p, done, err := n.u.safeUpper(n.rel())
+	if err != nil {
+		return errno(err)
+	}
+	defer done()
+	return errno(unix.Lremovexattr(p, attr))
 }
 
 var _ fs.NodeStatfser = (*node)(nil)

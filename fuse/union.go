@@ -106,6 +106,32 @@ func (u *union) close() {
 	}
 }
 
+// safeUpper returns a path to the upper object at union path rel that
+// goes through an O_PATH fd of its parent dir, opened with openUpper:
+// "/proc/self/fd/N/name". Path calls on it act on the name in exactly
+// that dir even if a concurrent rename swaps a symlink into the dirs
+// above. Call done when finished with the path.
+func (u *union) safeUpper(rel string) (p string, done func(), err error) {
+	if rel == "" || rel == "." {
+		return u.upper, func() {}, nil
+	}
+	fd, err := u.openUpper(path.Dir(rel), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, path.Base(rel)), func() { unix.Close(fd) }, nil
+}
+
+// safeUpperDir is safeUpper for a dir itself: "/proc/self/fd/N", to be
+// used with calls that follow the final component.
+func (u *union) safeUpperDir(rel string) (p string, done func(), err error) {
+	fd, err := u.openUpper(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { unix.Close(fd) }, nil
+}
+
 // openUpper opens the upper object at the union path rel without
 // following any symlink on the way or at the end (with O_PATH|O_NOFOLLOW,
 // a final symlink itself is opened), and without leaving the upper
@@ -420,7 +446,13 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 		return nil
 	}
 	if d.upper {
-		if err := add(u.upperPath(rel), false); err != nil {
+		dir, done, err := u.safeUpperDir(rel)
+		if err != nil {
+			return nil, err
+		}
+		err = add(dir, false)
+		done()
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,312 @@
+package fuse
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/overlay"
+)
+
+// copyUp copies one object to the upper layer at the union path rel: meta
+// is where its metadata lives (a lower path, or the upper path of a
+// metadata-only copy), data where a regular file's bytes live. The copy is
+// built in the work dir and renamed into place, so a crash leaves either
+// nothing or the whole object. The parent of rel must already be in the
+// upper layer. origin, if set, is recorded as the kernel does.
+//
+// Preconditions: u.cuMu is held.
+func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err error) {
+	var st unix.Stat_t
+	if err := lstat(meta, &st); err != nil {
+		return &os.PathError{Op: "copy-up lstat", Path: meta, Err: err}
+	}
+	tmp := u.tmpName()
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := unix.Mkdir(tmp, 0o700); err != nil {
+			return &os.PathError{Op: "copy-up mkdir", Path: tmp, Err: err}
+		}
+	case unix.S_IFREG:
+		if err := u.copyData(tmp, data, st.Size); err != nil {
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := readlink(meta)
+		if err != nil {
+			return &os.PathError{Op: "copy-up readlink", Path: meta, Err: err}
+		}
+		if err := unix.Symlink(target, tmp); err != nil {
+			return &os.PathError{Op: "copy-up symlink", Path: tmp, Err: err}
+		}
+	default:
+		if err := unix.Mknod(tmp, st.Mode, int(st.Rdev)); err != nil {
+			return &os.PathError{Op: "copy-up mknod", Path: tmp, Err: err}
+		}
+	}
+	if err := u.copyMeta(meta, tmp, &st, origin); err != nil {
+		return err
+	}
+	dst, done, err := u.safeUpper(rel)
+	if err != nil {
+		return err
+	}
+	defer done()
+	// linking the copy in changes the parent's times; the union shows
+	// them unchanged (as the kernel restores them), so put them back.
+	// (path.Dir(dst) may be a /proc magic link: follow it.)
+	var pst unix.Stat_t
+	if err := unix.Stat(path.Dir(dst), &pst); err != nil {
+		return &os.PathError{Op: "copy-up lstat parent", Path: path.Dir(dst), Err: err}
+	}
+	defer func() {
+		if err == nil {
+			ts := []unix.Timespec{pst.Atim, pst.Mtim}
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, path.Dir(dst), ts, 0)
+		}
+	}()
+	flags := uint(unix.RENAME_NOREPLACE)
+	if replace {
+		flags = 0
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, flags); err != nil {
+		return &os.PathError{Op: "copy-up rename", Path: dst, Err: err}
+	}
+	if origin != nil {
+		return u.markImpure(path.Dir(dst))
+	}
+	return nil
+}
+
+// markImpure sets the overlay "impure" xattr on the upper dir dir, as the
+// kernel does on a dir that holds copied-up or redirected entries: its
+// readdir then reports their union inode numbers in d_ino. dir may be a
+// /proc magic link (it is followed).
+func (u *union) markImpure(dir string) error {
+	name := u.format.Xattr(overlay.XattrImpure)
+	if _, err := unix.Getxattr(dir, name, nil); err == nil {
+		return nil
+	}
+	if err := unix.Setxattr(dir, name, []byte("y"), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return &os.PathError{Op: "set impure", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// copyMeta copies xattrs (all but overlay's own), owner, mode and times of
+// the object described by st at src onto dst, and records origin.
+func (u *union) copyMeta(src, dst string, st *unix.Stat_t, origin *lref) error {
+	names, err := listxattr(src)
+	if err != nil {
+		return &os.PathError{Op: "copy-up listxattr", Path: src, Err: err}
+	}
+	for _, name := range names {
+		keep := !overlay.IsOverlayXattr(name)
+		if name == u.format.Xattr(overlay.XattrOrigin) && origin == nil {
+			keep = true // a metacopy's own origin moves with it
+		}
+		if !keep {
+			continue
+		}
+		v, ok, err := getxattr(src, name)
+		if err != nil {
+			return &os.PathError{Op: "copy-up getxattr " + name, Path: src, Err: err}
+		}
+		if !ok {
+			continue
+		}
+		if err := unix.Lsetxattr(dst, name, []byte(v), 0); err != nil {
+			return &os.PathError{Op: "copy-up setxattr " + name, Path: dst, Err: err}
+		}
+	}
+	if origin != nil {
+		if fh := u.encodeOrigin(*origin); fh != nil {
+			if err := unix.Lsetxattr(dst, u.format.Xattr(overlay.XattrOrigin), fh, 0); err != nil &&
+				!errors.Is(err, unix.EOPNOTSUPP) {
+				return &os.PathError{Op: "copy-up set origin", Path: dst, Err: err}
+			}
+		}
+	}
+	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return &os.PathError{Op: "copy-up chown", Path: dst, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		// after chown, which may clear set-id bits
+		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+			return &os.PathError{Op: "copy-up chmod", Path: dst, Err: err}
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "copy-up utimes", Path: dst, Err: err}
+	}
+	return nil
+}
+
+// copyData creates dst with the bytes of src, preserving holes: reflink
+// if the filesystem can, else copy_file_range over the data extents only.
+func (u *union) copyData(dst, src string, size int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("copy-up open %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy-up create %s: %w", dst, err)
+	}
+	defer out.Close()
+	if err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); err == nil {
+		return nil
+	}
+	ifd, ofd := int(in.Fd()), int(out.Fd())
+	var off int64
+	for off < size {
+		data, err := unix.Seek(ifd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole remains
+		}
+		if err != nil {
+			return fmt.Errorf("copy-up seek data %s: %w", src, err)
+		}
+		hole, err := unix.Seek(ifd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("copy-up seek hole %s: %w", src, err)
+		}
+		if err := copyRange(ifd, ofd, data, hole-data); err != nil {
+			return fmt.Errorf("copy-up %s: %w", src, err)
+		}
+		off = hole
+	}
+	if err := out.Truncate(size); err != nil {
+		return fmt.Errorf("copy-up truncate %s: %w", dst, err)
+	}
+	if !u.volatile {
+		if err := out.Sync(); err != nil {
+			return fmt.Errorf("copy-up fsync %s: %w", dst, err)
+		}
+	}
+	return out.Close()
+}
+
+// copyRange copies n bytes at off from ifd to ofd at the same offset.
+func copyRange(ifd, ofd int, off, n int64) error {
+	ioff, ooff := off, off
+	for n > 0 {
+		c, err := unix.CopyFileRange(ifd, &ioff, ofd, &ooff, int(min(n, 1<<30)), 0)
+		if err != nil {
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				return copySlow(ifd, ofd, ioff, n)
+			}
+			return err
+		}
+		if c == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		n -= int64(c)
+	}
+	return nil
+}
+
+func copySlow(ifd, ofd int, off, n int64) error {
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		c, err := unix.Pread(ifd, buf[:min(int64(len(buf)), n)], off)
+		if err != nil {
+			return err
+		}
+		if c == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		if _, err := unix.Pwrite(ofd, buf[:c], off); err != nil {
+			return err
+		}
+		off += int64(c)
+		n -= int64(c)
+	}
+	return nil
+}
+
+func readlink(p string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlink(p, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func listxattr(p string) ([]string, error) {
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if sz == 0 {
+		return nil, nil
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range strings.Split(string(buf[:sz]), "\x00") {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// replaceWithWhiteout atomically replaces the upper object at p with a
+// whiteout, removing the old object (a dir with only whiteouts in it, or
+// a non-dir) afterwards.
+//
+// Preconditions: u.cuMu is held.
+func (u *union) replaceWithWhiteout(p string, isDir bool) error {
+	tmp := u.tmpName()
+	if err := overlay.MakeWhiteout(path.Dir(tmp), path.Base(tmp)); err != nil {
+		return err
+	}
+	if isDir {
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE); err != nil {
+			os.Remove(tmp)
+			return &os.PathError{Op: "exchange with whiteout", Path: p, Err: err}
+		}
+		return os.RemoveAll(tmp)
+	}
+	if err := unix.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return &os.PathError{Op: "replace with whiteout", Path: p, Err: err}
+	}
+	return nil
+}
+
+// removeUpperDir removes an upper dir whose merged view is empty: it may
+// still hold whiteouts. It is moved to the work dir first, so the name
+// disappears atomically.
+func (u *union) removeUpperDir(p string) error {
+	tmp := u.tmpName()
+	if err := unix.Rename(p, tmp); err != nil {
+		return &os.PathError{Op: "rmdir", Path: p, Err: err}
+	}
+	return os.RemoveAll(tmp)
+}

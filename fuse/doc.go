@@ -1,0 +1,71 @@
+// Package fuse serves an overlay.Stack through FUSE (go-fuse v2), writing
+// the same on-disk format as kernel overlayfs, so either can mount the
+// same layer dirs and take over from the other.
+//
+// # Model
+//
+// Every union object is a node in go-fuse's inode tree. A node's union
+// path is its place in that tree; nodeState records where it lives in the
+// layers: whether an upper object exists at that path, and the lower
+// objects below (for a dir, the merged lower dirs; for a file, its
+// origin and, for a metadata-only copy, its data). Lower layers never
+// change, so what a node knows about them stays true; the upper layer
+// changes only through this server.
+//
+// # Format (as kernel overlayfs with redirect_dir=on, index=off)
+//
+//   - delete of a lower name: whiteout (char device 0/0) in the upper;
+//   - a dir made where a whiteout was: opaque="y";
+//   - rename of a dir with lower contents: the dir is copied up alone and
+//     gets an absolute redirect xattr to its lower path;
+//   - copy-up: built in the work dir, renamed into place; the copy gets
+//     the kernel's "origin" xattr (a file handle of the lower object).
+//   - metadata-only copies (metacopy=on) and xattr whiteouts written by
+//     the kernel are read; strata itself always copies data up.
+//
+// # Inode numbers
+//
+// st_ino = (index of the layer's filesystem) << 48 | real inode number,
+// where the upper's filesystem has index 0: when all layers share one
+// filesystem, st_ino is the real number, as kernel overlayfs with xino
+// reports it. A copied-up object reports its origin's number (decoded
+// from the origin xattr), so numbers survive copy-up and remount; a
+// merged dir reports its topmost lower dir's. A copied-up file whose
+// origin has several links reports its own number (copy-up broke the
+// link, as with the kernel and index=off). One st_dev for the mount.
+//
+// # Caching
+//
+// Entries and attributes of lower-only objects are cached for
+// Options.LowerTimeout (default 1 h); upper ones for 1 s. Files open with
+// FOPEN_NOFLUSH (locks are kept by the kernel), lower files with
+// FOPEN_KEEP_CACHE. Upper files use kernel passthrough; lower files never
+// do, because the kernel keeps one backing file per inode and a
+// write-open after copy-up would otherwise write into the lower file.
+//
+// # Request costs
+//
+// READDIRPLUS stays on; the dir handle implements fs.FileLookuper so the
+// per-entry lookup reuses the entry resolved for the listing (dir.go).
+// Files open with FOPEN_NOFLUSH (no FLUSH round trip on close). Locks are
+// left to the kernel (EnableLocks off), which is correct for one mount and
+// needs no requests. CAP_HANDLE_KILLPRIV_V2 stays off: the kernel would
+// then leave clearing set-id bits to the server, but go-fuse's node API
+// does not pass the kill flags of WRITE and OPEN to the filesystem.
+// GOMAXPROCS is an option (RecommendedGOMAXPROCS).
+//
+// # Differences from kernel overlayfs
+//
+//   - chmod/chown/utimes/setxattr of a lower file copy its data up too
+//     (no metacopy written; kernel-written metacopy files are read and
+//     completed on the first data change).
+//   - POSIX ACLs are not enforced by the kernel's permission check
+//     (default_permissions checks mode bits; FUSE_POSIX_ACL is off).
+//   - mknod of a char device 0/0 fails EPERM (it would be a whiteout).
+//   - RENAME_EXCHANGE of a dir with lower contents fails EXDEV.
+//
+// # Locking
+//
+// union.cuMu serializes copy-ups and multi-step upper changes; node.mu
+// guards a node's state. Order: cuMu, then one node.mu.
+package fuse

@@ -1,0 +1,87 @@
+package fuse
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// file is an open file: a descriptor on the real file in one layer. Reads,
+// writes, locks, lseek, fallocate and fsync are go-fuse's loopback file
+// operations on that descriptor.
+type file struct {
+	*fs.LoopbackFile
+	n           *node
+	fd          int
+	writable    bool
+	passthrough bool // offer the descriptor for kernel passthrough
+}
+
+// newFile wraps fd. The kernel refuses (EIO) to mix passthrough and cached
+// opens of one inode, so passthrough is offered only when the node has no
+// cached open; a cached open is counted until its release.
+func (n *node) newFile(fd int, writable, passthrough bool) *file {
+	n.mu.Lock()
+	if n.cachedOpens > 0 {
+		passthrough = false
+	}
+	if !passthrough {
+		n.cachedOpens++
+	}
+	n.mu.Unlock()
+	return &file{
+		LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile),
+		n:            n,
+		fd:           fd,
+		writable:     writable,
+		passthrough:  passthrough,
+	}
+}
+
+var _ fs.FileReleaser = (*file)(nil)
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	if !f.passthrough {
+		f.n.mu.Lock()
+		f.n.cachedOpens--
+		f.n.mu.Unlock()
+	}
+	return f.LoopbackFile.Release(ctx)
+}
+
+var _ fs.FilePassthroughFder = (*file)(nil)
+
+// PassthroughFd offers the descriptor for kernel passthrough of reads
+// and writes, for upper files only (see node.Open).
+func (f *file) PassthroughFd() (int, bool) {
+	if !f.passthrough {
+		return -1, false
+	}
+	return f.fd, true
+}
+
+var _ fs.FileGetattrer = (*file)(nil)
+
+// Getattr is answered by the node (it knows the union inode number).
+func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return errno(err)
+	}
+	out.FromStat(sysStat(&st))
+	return 0
+}
+
+var _ fs.FileFsyncer = (*file)(nil)
+
+// Fsync syncs the real file, except on a volatile mount (as the kernel's
+// "volatile" option, fsync is then a no-op).
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if f.n.opts.Volatile {
+		return 0
+	}
+	return f.LoopbackFile.Fsync(ctx, flags)
+}

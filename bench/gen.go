@@ -53,9 +53,9 @@ func FullSpec(seed uint64) Spec {
 // QuickSpec is a small layer set for a run of a few minutes.
 func QuickSpec(seed uint64) Spec {
 	return Spec{
-		Seed: seed, Layers: 10, FilesPerLayer: 200, MeanFileSize: 8 << 10, MaxFileSize: 128 << 10,
-		LargeSize: 64 << 20, WideEntries: 10000, WideLayers: 8, StatDepths: []int{1, 8, 32, 128},
-		StatTargets: 1000, TarFiles: 5000, CreateFiles: 2000, RandReads: 4000,
+		Seed: seed, Layers: 10, FilesPerLayer: 100, MeanFileSize: 8 << 10, MaxFileSize: 128 << 10,
+		LargeSize: 64 << 20, WideEntries: 2000, WideLayers: 8, StatDepths: []int{1, 8, 32, 128},
+		StatTargets: 500, TarFiles: 2000, CreateFiles: 1000, RandReads: 2000,
 	}
 }
 

@@ -22,6 +22,8 @@ type Options struct {
 	// Workloads are names or path.Match patterns; empty means all.
 	Workloads []string
 	// States overrides each workload's default cache states when set.
+	// Warm never applies to a mutating workload; one left with no state
+	// runs in remount.
 	States []CacheState
 	Rounds int
 	// Out is the directory that receives the data dir (and the reports,
@@ -47,6 +49,9 @@ type Sample struct {
 	Backend  string     `json:"backend"`
 	Round    int        `json:"round"`
 	Seconds  float64    `json:"seconds"`
+	// WallSeconds is the whole run: priming, mount, workload, checks,
+	// unmount, cleanup and settling.
+	WallSeconds float64 `json:"wall_seconds"`
 	// Err is set when the run failed; Wrong when its result check failed.
 	Err   string `json:"error,omitempty"`
 	Wrong bool   `json:"wrong,omitempty"`
@@ -175,7 +180,7 @@ func Run(o Options) (rep *Report, err error) {
 				for i := range backends {
 					b := backends[(i+round)%len(backends)] // rotate who goes first
 					r.done++
-					o.progress("[%d/%d] %s %s %s round %d", r.done, total, w.Name, st, b.Name(), round+1)
+					o.progress("%4.0fs [%d/%d] %s %s %s round %d", time.Since(start).Seconds(), r.done, total, w.Name, st, b.Name(), round+1)
 					s, err := r.one(b, w, st)
 					if err != nil {
 						return rep, err
@@ -224,6 +229,9 @@ func (r *runner) states(w Workload) []CacheState {
 			continue
 		}
 		out = append(out, s)
+	}
+	if len(out) == 0 {
+		out = []CacheState{Remount}
 	}
 	return out
 }
@@ -288,6 +296,8 @@ func (m *mounted) release() error {
 // unmount, drop_caches); workload failures go into the sample.
 func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error) {
 	s = Sample{Workload: w.Name, State: st, Backend: b.Name()}
+	began := time.Now()
+	defer func() { s.WallSeconds = time.Since(began).Seconds() }()
 	record := func(d time.Duration, werr error) {
 		s.Seconds = d.Seconds()
 		if werr != nil {
@@ -297,16 +307,22 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 	}
 	switch st {
 	case Remount:
-		// Touch the lower files through a throwaway mount first.
+		if w.Mutates {
+			// Read the lower layers themselves: every backend's lower
+			// files are then in the page cache.
+			for _, l := range w.Stack(r.ls) {
+				if err := warmTree(l); err != nil {
+					return s, fmt.Errorf("bench: prime %s: %w", l, err)
+				}
+			}
+			break
+		}
+		// Run the workload once through a throwaway mount.
 		m, err := r.mount(b, w, false)
 		if err != nil {
 			return s, err
 		}
-		if w.Mutates {
-			err = warmTree(m.root)
-		} else {
-			_, err = w.Run(r.ls, m.root, r.env)
-		}
+		_, err = w.Run(r.ls, m.root, r.env)
 		if rerr := m.release(); rerr != nil {
 			return s, rerr
 		}

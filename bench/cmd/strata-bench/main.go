@@ -36,7 +36,7 @@ func splitList(s string) []string {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("strata-bench", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "small layer set, 2 rounds (a run of a few minutes)")
+	quick := fs.Bool("quick", false, "small layer set, 2 rounds, cache states cold and warm (mutating workloads: remount); under 3 minutes")
 	backends := fs.String("backends", "", "comma-separated backends (default: every available one); a named backend that cannot run is an error")
 	workloads := fs.String("workloads", "", "comma-separated workload names or patterns like 'stat-*' (default: all)")
 	states := fs.String("states", "", "comma-separated cache states cold,remount,warm (default: per workload)")
@@ -60,6 +60,7 @@ func run(args []string) error {
 	if *quick {
 		spec = bench.QuickSpec(*seed)
 		o.Rounds, o.Settle = 2, 50*time.Millisecond
+		o.States = []bench.CacheState{bench.Cold, bench.Warm} // mutating ones: remount
 	}
 	if *largeMiB > 0 {
 		spec.LargeSize = *largeMiB << 20
@@ -69,6 +70,9 @@ func run(args []string) error {
 	}
 	o.Spec, o.Out, o.Keep = spec, *out, *keep
 	o.Backends, o.Workloads = splitList(*backends), splitList(*workloads)
+	if *states != "" {
+		o.States = nil
+	}
 	for _, s := range splitList(*states) {
 		switch st := bench.CacheState(s); st {
 		case bench.Cold, bench.Remount, bench.Warm:

@@ -143,12 +143,15 @@ func Run(o Options) (rep *Report, err error) {
 	}
 	// Kernel mount options are limited to one page: reach the layers
 	// through a short symlink so that 128-layer stacks fit.
-	alias := filepath.Join(os.TempDir(), fmt.Sprintf("sb%d", os.Getpid()))
-	_ = os.Remove(alias)
+	aliasDir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(aliasDir) // the symlink only, never its target
+	alias := filepath.Join(aliasDir, "d")
 	if err := os.Symlink(data, alias); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	defer os.Remove(alias)
 	layersRoot := filepath.Join(alias, "l")
 	o.progress("generating layer set (seed %d, large file %d MiB) ...", spec.Seed, spec.LargeSize>>20)
 	ls, err := Generate(layersRoot, spec)

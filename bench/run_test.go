@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stratafs/strata/internal/testutil"
+)
+
+func TestUnavailableBackendIsAnError(t *testing.T) {
+	_, err := Run(Options{Spec: tinySpec(1), Backends: []string{"strata-fuse"}, Out: t.TempDir()})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Run with strata-fuse: %v, want ErrUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), "strata-fuse") {
+		t.Fatalf("error does not name the backend: %v", err)
+	}
+	_, err = Run(Options{Spec: tinySpec(1), Backends: []string{"no-such"}, Out: t.TempDir()})
+	if !errors.Is(err, ErrUnknownBackend) {
+		t.Fatalf("Run with an unknown backend: %v, want ErrUnknownBackend", err)
+	}
+}
+
+func TestDefaultSelectionSkipsUnavailable(t *testing.T) {
+	all := AllBackends(t.TempDir())
+	_, skipped, _ := SelectBackends(all, nil)
+	found := false
+	for _, s := range skipped {
+		if s.Name == "strata-fuse" && errors.Is(s.Err, ErrUnavailable) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("strata-fuse not listed as skipped: %+v", skipped)
+	}
+}
+
+func TestSmokeKernel(t *testing.T) {
+	testutil.RequireOverlay(t)
+	for _, st := range []CacheState{Warm, Remount} {
+		rep, err := Run(Options{
+			Spec:      tinySpec(1),
+			Backends:  []string{"kernel-overlayfs"},
+			Workloads: []string{"readdir-wide", "stat-*-d4", "append-large"},
+			States:    []CacheState{st},
+			Rounds:    1,
+			Out:       t.TempDir(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Samples) != 4 {
+			t.Fatalf("%s: %d samples, want 4", st, len(rep.Samples))
+		}
+		for _, s := range rep.Samples {
+			if s.Err != "" {
+				t.Errorf("%s %s: %s", s.Workload, s.State, s.Err)
+			}
+		}
+		var md strings.Builder
+		if err := rep.WriteMarkdown(&md); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(md.String(), "| readdir-wide | "+string(st)+" | kernel-overlayfs |") {
+			t.Fatalf("markdown lacks the readdir-wide row:\n%s", md.String())
+		}
+	}
+}
+
+func TestSelectWorkloadsUnknown(t *testing.T) {
+	ws := []Workload{{Name: "a"}, {Name: "b-1"}}
+	if got, err := SelectWorkloads(ws, []string{"b-*"}); err != nil || len(got) != 1 {
+		t.Fatalf("pattern b-*: %v %v", got, err)
+	}
+	if _, err := SelectWorkloads(ws, []string{"zzz"}); !errors.Is(err, ErrUnknownWorkload) {
+		t.Fatalf("unknown workload: %v", err)
+	}
+}

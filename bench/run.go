@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -112,6 +114,10 @@ func Run(o Options) (rep *Report, err error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	defer func() {
+		if uerr := unmountUnder(data); uerr != nil {
+			err = errors.Join(err, uerr)
+			return // never remove a tree that may still hold a mount
+		}
 		if !o.Keep {
 			if rerr := os.RemoveAll(data); rerr != nil && err == nil {
 				err = fmt.Errorf("bench: remove %s: %w", data, rerr)
@@ -412,4 +418,53 @@ func stats(samples []Sample) Stats {
 		st.Median = (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 	}
 	return st
+}
+
+// unmountUnder detaches every mount at or below dir (deepest first), so
+// that removing dir after a failed run never walks into a live mount.
+func unmountUnder(dir string) error {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	var targets []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			targets = append(targets, mp)
+		}
+	}
+	var errs []error
+	for i := len(targets) - 1; i >= 0; i-- {
+		if err := unix.Unmount(targets[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("bench: unmount %s: %w", targets[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 etc.) of mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -75,5 +77,28 @@ func TestSelectWorkloadsUnknown(t *testing.T) {
 	}
 	if _, err := SelectWorkloads(ws, []string{"zzz"}); !errors.Is(err, ErrUnknownWorkload) {
 		t.Fatalf("unknown workload: %v", err)
+	}
+}
+
+func TestUnmountUnder(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	src, target := filepath.Join(dir, "src"), filepath.Join(dir, "a b", "mnt")
+	for _, p := range []string{src, target} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	un, err := bindMount(src, target, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = un() })
+	if err := unmountUnder(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(b), strings.ReplaceAll(target, " ", `\040`)) {
+		t.Fatalf("%s still mounted", target)
 	}
 }

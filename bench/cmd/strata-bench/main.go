@@ -36,7 +36,7 @@ func splitList(s string) []string {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("strata-bench", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "small layer set, 2 rounds, cache states cold and warm (mutating workloads: remount); under 3 minutes")
+	quick := fs.Bool("quick", false, "small layer set, 2 rounds, cache states cold and warm (mutating workloads: cold only); under 3 minutes")
 	backends := fs.String("backends", "", "comma-separated backends (default: every available one); a named backend that cannot run is an error")
 	workloads := fs.String("workloads", "", "comma-separated workload names or patterns like 'stat-*' (default: all)")
 	states := fs.String("states", "", "comma-separated cache states cold,remount,warm (default: per workload)")
@@ -56,11 +56,11 @@ func run(args []string) error {
 		return listAll(*backends)
 	}
 	spec := bench.FullSpec(*seed)
-	o := bench.Options{Rounds: 3, Settle: 300 * time.Millisecond}
+	o := bench.Options{Rounds: 3, Settle: 100 * time.Millisecond}
 	if *quick {
 		spec = bench.QuickSpec(*seed)
-		o.Rounds, o.Settle = 2, 50*time.Millisecond
-		o.States = []bench.CacheState{bench.Cold, bench.Warm} // mutating ones: remount
+		o.Rounds, o.Settle = 2, 20*time.Millisecond
+		o.States = []bench.CacheState{bench.Cold, bench.Warm} // mutating workloads: cold
 	}
 	if *largeMiB > 0 {
 		spec.LargeSize = *largeMiB << 20

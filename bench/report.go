@@ -92,9 +92,33 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		r.Started.Format("2006-01-02 15:04 MST"), m.Kernel, m.CPUs, m.CPU, m.MemoryMiB, m.FSType, m.Go, m.FuseOverlayfs, m.FIO)
 	fmt.Fprintf(&b, "Seed %d, %d rounds (median, min–max), main stack %d layers, large file %d MiB, wide dir %d names over %d layers, %d-file tarball. Run time %.0f s.\n\n",
 		r.Spec.Seed, r.Rounds, r.Spec.Layers, r.Spec.LargeSize>>20, r.Spec.WideEntries, r.Spec.WideLayers, r.Spec.TarFiles, r.Elapsed)
+	rows := r.Rows()
+	// Summary: one line per workload and cache state.
+	b.WriteString("| workload | cache |")
+	for _, be := range r.Backends {
+		fmt.Fprintf(&b, " %s |", be)
+	}
+	b.WriteString("\n| --- | --- |" + strings.Repeat(" ---: |", len(r.Backends)) + "\n")
+	for i := 0; i < len(rows); i += len(r.Backends) {
+		fmt.Fprintf(&b, "| %s | %s |", rows[i].Workload, rows[i].State)
+		for _, row := range rows[i : i+len(r.Backends)] {
+			switch {
+			case row.Failed > 0 && strings.Contains(row.FirstErr, ErrWrongResult.Error()):
+				b.WriteString(" **WRONG** |")
+			case row.Failed > 0:
+				b.WriteString(" **FAILED** |")
+			case row.Backend == RefKernel || row.VsKernel == 0:
+				fmt.Fprintf(&b, " %s |", fmtDur(row.Median))
+			default:
+				fmt.Fprintf(&b, " %s (%s) |", fmtDur(row.Median), fmtRatio(row.VsKernel))
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "\nMedians; in parentheses the ratio to %s (lower is faster). Details:\n\n", RefKernel)
 	fmt.Fprintf(&b, "| workload | cache | backend | median | min–max | × %s | × %s | copy-up durability |\n", RefKernel, RefFUSE)
 	b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |\n")
-	for _, row := range r.Rows() {
+	for _, row := range rows {
 		med, rng := fmtDur(row.Median), fmtDur(row.Min)+"–"+fmtDur(row.Max)
 		if row.Failed > 0 {
 			med, rng = "**FAILED**", fmt.Sprintf("%d of %d runs: %s", row.Failed, row.Failed+row.N, mdEscape(row.FirstErr))

@@ -5,9 +5,12 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +48,7 @@ func run(args []string) error {
 	out := fs.String("out", "bench-out", "output dir for report.json, chart.svg, report.md and the (temporary) data")
 	keep := fs.Bool("keep", false, "keep the generated layers and mounts' data in --out")
 	list := fs.Bool("list", false, "list backends with their availability and workloads, then exit")
+	render := fs.String("render", "", "re-render report.md and chart.svg into --out from this report.json, print the table, and exit")
 	largeMiB := fs.Int64("large-mib", 0, "size of the large file in MiB (default 1024; 64 with --quick)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -54,6 +58,9 @@ func run(args []string) error {
 	}
 	if *list {
 		return listAll(*backends)
+	}
+	if *render != "" {
+		return rerender(*render, *out)
 	}
 	spec := bench.FullSpec(*seed)
 	o := bench.Options{Rounds: 3, Settle: 100 * time.Millisecond}
@@ -153,4 +160,28 @@ func listAll(names string) error {
 		}
 	}
 	return nil
+}
+
+func rerender(from, out string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	for name, fn := range map[string]func(io.Writer) error{"report.md": rep.WriteMarkdown, "chart.svg": rep.WriteSVG} {
+		var buf bytes.Buffer
+		if err := fn(&buf); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, name), buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	return rep.WriteMarkdown(os.Stdout)
 }

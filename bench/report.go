@@ -196,6 +196,10 @@ func (r *Report) WriteSVG(w io.Writer) error {
 			lo, hi = math.Min(lo, row.VsKernel), math.Max(hi, row.VsKernel)
 		}
 	}
+	// Clip the axis to 0.01×..1000× so that a few extreme ratios (native
+	// has no copy-up at all) do not flatten every other bar; clipped bars
+	// carry their value as a label.
+	lo, hi = math.Max(lo, 0.01), math.Min(hi, 1000)
 	dlo, dhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
 	if dhi == dlo {
 		dhi++
@@ -210,7 +214,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="20" font-size="14" font-weight="bold">Median time relative to kernel overlayfs (log scale; lower is faster)</text>`+"\n", left)
+	fmt.Fprintf(&b, `<text x="%.0f" y="20" font-size="14" font-weight="bold">Median time relative to kernel overlayfs (log scale, clipped to 0.01×–1000×; lower is faster)</text>`+"\n", left)
 	for i, name := range bars {
 		x := left + float64(i)*150
 		fmt.Fprintf(&b, `<rect x="%.0f" y="32" width="12" height="12" fill="%s"/><text x="%.0f" y="42">%s</text>`+"\n", x, palette[i%len(palette)], x+16, html.EscapeString(name))
@@ -246,8 +250,16 @@ func (r *Report) WriteSVG(w io.Writer) error {
 			if !ok {
 				continue
 			}
-			yy := y(v)
+			yy := y(math.Min(math.Max(v, math.Pow(10, dlo)), math.Pow(10, dhi)))
 			y1, h := math.Min(yy, base), math.Abs(yy-base)
+			if clipped := v < math.Pow(10, dlo) || v > math.Pow(10, dhi); clipped {
+				// The value, written along the clipped bar's end.
+				tx, ty, anchor := x0+float64(bi)*barW+barW/2+3, yy-3, "start"
+				if v > 1 {
+					ty, anchor = yy+3, "end"
+				}
+				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="8" fill="white" text-anchor="%s" transform="rotate(-90 %.1f %.1f)">%.0e</text>`+"\n", tx, ty, anchor, tx, ty, v)
+			}
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.0f" height="%.1f" fill="%s"><title>%s %s: %s</title></rect>`+"\n",
 				x0+float64(bi)*barW, y1, barW-1, math.Max(h, 0.5), palette[bi%len(palette)], html.EscapeString(name), html.EscapeString(g.label), fmtRatio(v))
 		}

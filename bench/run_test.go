@@ -102,3 +102,61 @@ func TestUnmountUnder(t *testing.T) {
 		t.Fatalf("%s still mounted", target)
 	}
 }
+
+// topOnly is a deliberately wrong backend: it shows the topmost layer only.
+type topOnly struct{ failMount bool }
+
+func (topOnly) Name() string     { return "top-only" }
+func (topOnly) Available() error { return nil }
+func (b topOnly) Mount(layers []string, upper, work, target string) (func() error, error) {
+	if b.failMount {
+		return nil, errors.New("top-only: refusing to mount")
+	}
+	return bindMount(layers[0], target, true)
+}
+
+func TestWrongBackendIsReportedWrong(t *testing.T) {
+	testutil.RequireRoot(t)
+	rep, err := Run(Options{
+		Spec:        tinySpec(1),
+		Backends:    []string{"top-only"},
+		Workloads:   []string{"readdir-wide", "find-walk"},
+		States:      []CacheState{Warm},
+		Rounds:      1,
+		Out:         t.TempDir(),
+		AllBackends: func(string) []Backend { return []Backend{topOnly{}} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() != 2 {
+		t.Fatalf("%d failed samples, want 2: %+v", rep.Failed(), rep.Samples)
+	}
+	for _, s := range rep.Samples {
+		if !s.Wrong {
+			t.Errorf("%s: not marked wrong: %s", s.Workload, s.Err)
+		}
+	}
+	var md strings.Builder
+	if err := rep.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "**WRONG**") {
+		t.Fatalf("table does not say WRONG:\n%s", md.String())
+	}
+}
+
+func TestMountFailureStopsTheRun(t *testing.T) {
+	testutil.RequireRoot(t)
+	_, err := Run(Options{
+		Spec:        tinySpec(1),
+		Backends:    []string{"top-only"},
+		Workloads:   []string{"readdir-wide"},
+		Rounds:      1,
+		Out:         t.TempDir(),
+		AllBackends: func(string) []Backend { return []Backend{topOnly{failMount: true}} },
+	})
+	if err == nil || !strings.Contains(err.Error(), "refusing to mount") {
+		t.Fatalf("Run with a failing mount: %v, want the mount error", err)
+	}
+}

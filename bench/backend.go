@@ -17,6 +17,8 @@ var (
 	ErrUnknownWorkload = errors.New("unknown workload")
 	// ErrNoSpace: the output filesystem is too small for the layer set.
 	ErrNoSpace = errors.New("not enough free disk space")
+	// ErrInterrupted: Options.Stop was closed during the run.
+	ErrInterrupted = errors.New("interrupted")
 	// ErrWrongResult: a workload's result check failed.
 	ErrWrongResult = errors.New("wrong result")
 )

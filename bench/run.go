@@ -40,6 +40,9 @@ type Options struct {
 	// ProgressTTY the line is redrawn in place.
 	Progress    io.Writer
 	ProgressTTY bool
+	// Stop, when closed, ends the run after the current sample; Run then
+	// cleans up and returns ErrInterrupted with what was measured.
+	Stop <-chan struct{}
 	// AllBackends overrides AllBackends (tests).
 	AllBackends func(scratch string) []Backend
 }
@@ -187,6 +190,12 @@ func Run(o Options) (rep *Report, err error) {
 		for _, st := range r.states(w) {
 			for round := 0; round < o.Rounds; round++ {
 				for i := range backends {
+					select {
+					case <-o.Stop:
+						rep.Elapsed = time.Since(start).Seconds()
+						return rep, fmt.Errorf("bench: %w after %d of %d runs", ErrInterrupted, r.done, total)
+					default:
+					}
 					b := backends[(i+round)%len(backends)] // rotate who goes first
 					r.done++
 					o.progress("%4.0fs [%d/%d] %s %s %s round %d", time.Since(start).Seconds(), r.done, total, w.Name, st, b.Name(), round+1)

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/stratafs/strata/bench"
@@ -91,6 +93,18 @@ func run(args []string) error {
 	o.Progress = os.Stderr
 	_, terr := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
 	o.ProgressTTY = terr == nil
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	stop := make(chan struct{})
+	go func() {
+		if _, ok := <-sigs; ok {
+			fmt.Fprintln(os.Stderr, "\nstrata-bench: interrupted; finishing the current run, then unmounting and cleaning up")
+			close(stop)
+		}
+	}()
+	o.Stop = stop
 
 	started := time.Now()
 	rep, err := bench.Run(o)

@@ -1,0 +1,479 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options configure Run.
+type Options struct {
+	Spec Spec
+	// Backends are backend names; empty means every available one.
+	Backends []string
+	// Workloads are names or path.Match patterns; empty means all.
+	Workloads []string
+	// States overrides each workload's default cache states when set.
+	// Warm never applies to a mutating workload; one left with no state
+	// runs in remount.
+	States []CacheState
+	Rounds int
+	// Out is the directory that receives the data dir (and the reports,
+	// written by the caller).
+	Out string
+	// Keep leaves the generated data in place.
+	Keep bool
+	// Settle is the pause after each run (after a sync); workloads are
+	// separated by four times as much.
+	Settle time.Duration
+	// Progress receives a progress line per run; nil for none. With
+	// ProgressTTY the line is redrawn in place.
+	Progress    io.Writer
+	ProgressTTY bool
+	// Stop, when closed, ends the run after the current sample; Run then
+	// cleans up and returns ErrInterrupted with what was measured.
+	Stop <-chan struct{}
+	// AllBackends overrides AllBackends (tests).
+	AllBackends func(scratch string) []Backend
+}
+
+// Sample is one timed run.
+type Sample struct {
+	Workload string     `json:"workload"`
+	State    CacheState `json:"state"`
+	Backend  string     `json:"backend"`
+	Round    int        `json:"round"`
+	Seconds  float64    `json:"seconds"`
+	// WallSeconds is the whole run: priming, mount, workload, checks,
+	// unmount, cleanup and settling.
+	WallSeconds float64 `json:"wall_seconds"`
+	// Err is set when the run failed; Wrong when its result check failed.
+	Err   string `json:"error,omitempty"`
+	Wrong bool   `json:"wrong,omitempty"`
+}
+
+// Report is the outcome of Run.
+type Report struct {
+	Machine    Machine           `json:"machine"`
+	Spec       Spec              `json:"spec"`
+	Rounds     int               `json:"rounds"`
+	Backends   []string          `json:"backends"`
+	Skipped    []BackendStatus   `json:"skipped_backends,omitempty"`
+	Durability map[string]string `json:"copy_up_durability"`
+	Workloads  []WorkloadInfo    `json:"workloads"`
+	Notes      []string          `json:"notes,omitempty"`
+	Started    time.Time         `json:"started"`
+	Elapsed    float64           `json:"elapsed_seconds"`
+	Samples    []Sample          `json:"samples"`
+	DataDir    string            `json:"data_dir,omitempty"`
+}
+
+// WorkloadInfo describes a workload in the report.
+type WorkloadInfo struct {
+	Name    string       `json:"name"`
+	Desc    string       `json:"description"`
+	Mutates bool         `json:"mutates"`
+	States  []CacheState `json:"states"`
+}
+
+// Failed counts the samples that failed or were wrong.
+func (r *Report) Failed() int {
+	n := 0
+	for _, s := range r.Samples {
+		if s.Err != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Run generates the layer set, runs the workloads on the backends and
+// returns every sample. A backend named in o.Backends that cannot run, or
+// any failed mount, is an error: the run stops. A wrong or failed workload
+// result is recorded in its sample and the run goes on.
+func Run(o Options) (rep *Report, err error) {
+	if o.Rounds < 1 {
+		o.Rounds = 1
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	out, err := filepath.Abs(o.Out)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	data, err := os.MkdirTemp(out, "data-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer func() {
+		if uerr := unmountUnder(data); uerr != nil {
+			err = errors.Join(err, uerr)
+			return // never remove a tree that may still hold a mount
+		}
+		if !o.Keep {
+			if rerr := os.RemoveAll(data); rerr != nil && err == nil {
+				err = fmt.Errorf("bench: remove %s: %w", data, rerr)
+			}
+		}
+	}()
+	newBackends := o.AllBackends
+	if newBackends == nil {
+		newBackends = AllBackends
+	}
+	backends, skipped, err := SelectBackends(newBackends(filepath.Join(data, "scratch")), o.Backends)
+	if err != nil {
+		return nil, err
+	}
+	spec, note, err := FitSpec(o.Spec, out)
+	if err != nil {
+		return nil, err
+	}
+	rep = &Report{Spec: spec, Rounds: o.Rounds, Skipped: skipped, Durability: map[string]string{}, Started: time.Now().UTC()}
+	if note != "" {
+		rep.Notes = append(rep.Notes, note)
+	}
+	if o.Keep {
+		rep.DataDir = data
+	}
+	for _, b := range backends {
+		rep.Backends = append(rep.Backends, b.Name())
+		rep.Durability[b.Name()] = durability(b)
+	}
+	// Kernel mount options are limited to one page: reach the layers
+	// through a short symlink so that 128-layer stacks fit.
+	aliasDir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(aliasDir) // the symlink only, never its target
+	alias := filepath.Join(aliasDir, "d")
+	if err := os.Symlink(data, alias); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	layersRoot := filepath.Join(alias, "l")
+	o.progress("generating layer set (seed %d, large file %d MiB) ...", spec.Seed, spec.LargeSize>>20)
+	ls, err := Generate(layersRoot, spec)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := SelectWorkloads(Workloads(ls), o.Workloads)
+	if err != nil {
+		return nil, err
+	}
+	env := Env{}
+	if p, err := exec.LookPath("fio"); err == nil {
+		env.FIO = p
+		rep.Notes = append(rep.Notes, "randread-large uses fio (psync, invalidate=0); its result check is the byte count fio reports")
+	} else {
+		rep.Notes = append(rep.Notes, "randread-large uses the Go pread loop (fio not installed); every block's CRC is checked")
+	}
+	rep.Machine = Probe(out)
+	r := &runner{o: o, ls: ls, env: env, data: data}
+	total := 0
+	for _, w := range ws {
+		total += len(r.states(w)) * o.Rounds * len(backends)
+	}
+	start := time.Now()
+	for _, w := range ws {
+		rep.Workloads = append(rep.Workloads, WorkloadInfo{Name: w.Name, Desc: w.Desc, Mutates: w.Mutates, States: r.states(w)})
+		for _, st := range r.states(w) {
+			for round := 0; round < o.Rounds; round++ {
+				for i := range backends {
+					select {
+					case <-o.Stop:
+						rep.Elapsed = time.Since(start).Seconds()
+						return rep, fmt.Errorf("bench: %w after %d of %d runs", ErrInterrupted, r.done, total)
+					default:
+					}
+					b := backends[(i+round)%len(backends)] // rotate who goes first
+					r.done++
+					o.progress("%4.0fs [%d/%d] %s %s %s round %d", time.Since(start).Seconds(), r.done, total, w.Name, st, b.Name(), round+1)
+					s, err := r.one(b, w, st)
+					if err != nil {
+						return rep, err
+					}
+					s.Round = round
+					rep.Samples = append(rep.Samples, s)
+				}
+			}
+		}
+		settle(4 * o.Settle)
+	}
+	rep.Elapsed = time.Since(start).Seconds()
+	if o.Progress != nil && o.ProgressTTY {
+		fmt.Fprintln(o.Progress)
+	}
+	return rep, nil
+}
+
+func (o Options) progress(format string, a ...any) {
+	if o.Progress == nil {
+		return
+	}
+	if o.ProgressTTY {
+		fmt.Fprintf(o.Progress, "\r\033[K"+format, a...)
+		return
+	}
+	fmt.Fprintf(o.Progress, format+"\n", a...)
+}
+
+type runner struct {
+	o    Options
+	ls   *LayerSet
+	env  Env
+	data string
+	done int
+	seq  int
+}
+
+func (r *runner) states(w Workload) []CacheState {
+	if len(r.o.States) == 0 {
+		return w.States()
+	}
+	var out []CacheState
+	for _, s := range r.o.States {
+		if s == Warm && w.Mutates {
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		out = []CacheState{Remount}
+	}
+	return out
+}
+
+func settle(d time.Duration) {
+	unix.Sync()
+	time.Sleep(d)
+}
+
+// DropCaches syncs and drops the page cache, dentries and inodes.
+func DropCaches() error {
+	unix.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return fmt.Errorf("drop caches: %w", err)
+	}
+	return nil
+}
+
+// mounted is one mount of a run.
+type mounted struct {
+	root       string
+	unmount    func() error
+	upper, dir string
+}
+
+func (r *runner) mount(b Backend, w Workload, writable bool) (*mounted, error) {
+	r.seq++
+	dir := filepath.Join(r.data, "run", fmt.Sprint(r.seq))
+	m := &mounted{root: filepath.Join(dir, "mnt"), dir: dir}
+	if err := os.MkdirAll(m.root, 0o755); err != nil {
+		return nil, err
+	}
+	var upper, work string
+	if writable {
+		upper, work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+		for _, p := range []string{upper, work} {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	un, err := b.Mount(w.Stack(r.ls), upper, work, m.root)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bench: %s: mount for %s: %w", b.Name(), w.Name, err)
+	}
+	m.unmount = un
+	return m, nil
+}
+
+func (m *mounted) release() error {
+	if err := m.unmount(); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(m.dir); err != nil {
+		return fmt.Errorf("bench: remove %s: %w", m.dir, err)
+	}
+	return nil
+}
+
+// one runs w once on b in cache state st. Its error is fatal (mount,
+// unmount, drop_caches); workload failures go into the sample.
+func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error) {
+	s = Sample{Workload: w.Name, State: st, Backend: b.Name()}
+	began := time.Now()
+	defer func() { s.WallSeconds = time.Since(began).Seconds() }()
+	record := func(d time.Duration, werr error) {
+		s.Seconds = d.Seconds()
+		if werr != nil {
+			s.Err = werr.Error()
+			s.Wrong = errors.Is(werr, ErrWrongResult)
+		}
+	}
+	switch st {
+	case Remount:
+		if w.Mutates {
+			// Read the lower layers themselves: every backend's lower
+			// files are then in the page cache.
+			for _, l := range w.Stack(r.ls) {
+				if err := warmTree(l); err != nil {
+					return s, fmt.Errorf("bench: prime %s: %w", l, err)
+				}
+			}
+			break
+		}
+		// Run the workload once through a throwaway mount.
+		m, err := r.mount(b, w, false)
+		if err != nil {
+			return s, err
+		}
+		_, err = w.Run(r.ls, m.root, r.env)
+		if rerr := m.release(); rerr != nil {
+			return s, rerr
+		}
+		if err != nil {
+			record(0, fmt.Errorf("priming run: %w", err))
+			return s, nil
+		}
+	case Cold, Warm:
+	default:
+		return s, fmt.Errorf("bench: unknown cache state %q", st)
+	}
+	m, err := r.mount(b, w, w.Mutates)
+	if err != nil {
+		return s, err
+	}
+	defer func() {
+		if rerr := m.release(); rerr != nil && err == nil {
+			err = rerr
+		}
+		settle(r.o.Settle)
+	}()
+	switch st {
+	case Cold:
+		if err := DropCaches(); err != nil {
+			return s, err
+		}
+	case Warm:
+		if _, werr := w.Run(r.ls, m.root, r.env); werr != nil {
+			record(0, fmt.Errorf("warm-up run: %w", werr))
+			return s, nil
+		}
+	}
+	record(w.Run(r.ls, m.root, r.env))
+	return s, nil
+}
+
+// warmTree reads every file under root once.
+func warmTree(root string) error {
+	buf := make([]byte, 1<<20)
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
+		return err
+	})
+}
+
+// Stats summarizes the samples of one (workload, state, backend).
+type Stats struct {
+	Median, Min, Max float64
+	N                int
+	Failed           int
+	FirstErr         string
+}
+
+func stats(samples []Sample) Stats {
+	var st Stats
+	var xs []float64
+	for _, s := range samples {
+		if s.Err != "" {
+			st.Failed++
+			if st.FirstErr == "" {
+				st.FirstErr = s.Err
+			}
+			continue
+		}
+		xs = append(xs, s.Seconds)
+	}
+	st.N = len(xs)
+	if len(xs) == 0 {
+		return st
+	}
+	slices.Sort(xs)
+	st.Min, st.Max = xs[0], xs[len(xs)-1]
+	if len(xs)%2 == 1 {
+		st.Median = xs[len(xs)/2]
+	} else {
+		st.Median = (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+	}
+	return st
+}
+
+// unmountUnder detaches every mount at or below dir (deepest first), so
+// that removing dir after a failed run never walks into a live mount.
+func unmountUnder(dir string) error {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	var targets []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			targets = append(targets, mp)
+		}
+	}
+	var errs []error
+	for i := len(targets) - 1; i >= 0; i-- {
+		if err := unix.Unmount(targets[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("bench: unmount %s: %w", targets[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 etc.) of mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

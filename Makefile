@@ -14,7 +14,7 @@ LDFLAGS := -X github.com/stratafs/strata/cmd/strata/command.Version=$(VERSION)
 # STRATA_REQUIRE_MOUNT=1 turns skipped mount tests into failures.
 export STRATA_REQUIRE_MOUNT
 
-.PHONY: help build test e2e demo bench lint deps check-go
+.PHONY: help build test e2e demo bench bench-compare bench-backends lint deps check-go
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -37,6 +37,18 @@ demo: build deps ## a guided tour: import an image into a store, inspect, mount,
 
 bench: check-go ## run every benchmark with -benchmem (no tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+bench-compare: check-go ## compare benchmarks of REF=<git ref> with the work tree (benchstat)
+	@test -n "$(REF)" || { echo "make: bench-compare needs REF=<git ref>" >&2; exit 1; }
+	command -v benchstat >/dev/null || $(GO) install golang.org/x/perf/cmd/benchstat@latest
+	rm -rf .cache/bench-ref && git worktree add -f --detach .cache/bench-ref $(REF)
+	cd .cache/bench-ref && $(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchmem -count 6 $(or $(PKGS),./overlay/ ./snapshot/...) > ../bench-old.txt
+	$(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchmem -count 6 $(or $(PKGS),./overlay/ ./snapshot/...) > .cache/bench-new.txt
+	git worktree remove -f .cache/bench-ref
+	PATH=$$PATH:$$($(GO) env GOPATH)/bin benchstat .cache/bench-old.txt .cache/bench-new.txt
+
+bench-backends: build deps ## cross-backend harness: native, kernel, strata, fuse-overlayfs (root; QUICK=1 for < 3 min)
+	$(GO) run ./bench/cmd/strata-bench $(if $(QUICK),--quick) --out bench/out $(BENCH_FLAGS)
 
 lint: check-go ## gofmt check and go vet; golangci-lint v2 too when installed
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*' -not -path '*/testdata/*')); \

@@ -161,7 +161,7 @@ func hostileCases() []hostileCase {
 				}
 			}},
 		{name: "NULInName", stream: func(t *testing.T, _ *sandbox) []byte { return nulName(t, "/../../../x") },
-			want: []error{snapshot.ErrInvalidArgument, archive.ErrInvalidArchive, tar.ErrHeader}},
+			want: append(inval, tar.ErrHeader)},
 		{name: "LongComponent", stream: tars(file(strings.Repeat("n", 300), "x")), want: []error{syscall.ENAMETOOLONG}},
 		{name: "LongPath", stream: tars(file(strings.Repeat("d/", 2100)+"f", "x")), want: []error{syscall.ENAMETOOLONG}},
 		{name: "HugeDeclaredSize", stream: tars(hdr{tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40}, "only this"}),
@@ -174,7 +174,7 @@ func hostileCases() []hostileCase {
 			want: []error{io.ErrUnexpectedEOF}},
 		{name: "GarbageAfterGzip", stream: func(t *testing.T, _ *sandbox) []byte {
 			return append(gz(t, plain(t)), []byte("garbage after the stream")...)
-		}, want: []error{gzip.ErrHeader}},
+		}, want: append(inval, gzip.ErrHeader)},
 		{name: "GarbageAfterTarIsDrainedAndHashed", opts: []archive.ApplyOption{archive.WithExpectedDiffID(digest.FromBytes(mkTarStatic(file("f", "x"))(nil)))},
 			stream: func(t *testing.T, _ *sandbox) []byte { return append(mkTar(t, file("f", "x")), "garbage"...) },
 			want:   []error{snapshot.ErrInvalidArgument, archive.ErrDigestMismatch}},
@@ -218,7 +218,7 @@ func hostileCases() []hostileCase {
 		{name: "RootIsFile", stream: tars(file(".", "x")), want: inval},
 		{name: "Empty", stream: func(*testing.T, *sandbox) []byte { return nil }, check: nil},
 		{name: "NotATar", stream: func(*testing.T, *sandbox) []byte { return bytes.Repeat([]byte("not a tar "), 100) },
-			want: []error{tar.ErrHeader}},
+			want: append(inval, tar.ErrHeader)},
 	}
 }
 

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -55,4 +56,32 @@ func newTestStoreAt(t *testing.T, root string) *Store {
 	}
 	t.Cleanup(func() { checkAfterReopen(t, s) })
 	return s
+}
+
+// TestOpenRemovesUnfinishedImports: a crash during Import left its
+// temporary active snapshot behind, visible to Walk; Open removes it (and
+// only it: a client's active snapshot stays).
+func TestOpenRemovesUnfinishedImports(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "store")
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "import-0123-layer", "", WithLabels(map[string]string{importLabel: "layer"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "client", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = newTestStoreAt(t, root)
+	if _, err := s.Stat(ctx, "import-0123-layer"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unfinished import after reopen: %v", err)
+	}
+	if _, err := s.Stat(ctx, "client"); err != nil {
+		t.Errorf("client snapshot after reopen: %v", err)
+	}
 }

@@ -128,11 +128,16 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	// Nothing can be in flight now: we own the store. Repair what a crash
-	// of the previous owner left: staging/, orphan snapshot dirs (a crash
+	// of the previous owner left: the temporary snapshots of unfinished
+	// imports, staging/, orphan snapshot dirs (a crash
 	// between the rename into snapshots/ and the commit of its transaction,
 	// or between Remove's transaction and its rename; an orphan's id may be
 	// handed out again) and work dirs of committed snapshots (a crash
 	// between Commit's transaction and the removal of the work dir).
+	if err := s.removeStaleImports(context.Background()); err != nil {
+		os.Remove(filepath.Join(abs, ownerFile))
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
 	if err := s.Cleanup(context.Background()); err != nil {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)

@@ -372,6 +372,9 @@ func verifyCrashStore(t *testing.T, ctx context.Context, s *snapshot.Store, jour
 				}
 			}
 		case snapshot.KindActive:
+			if strings.HasPrefix(i.Name, "import-") {
+				t.Errorf("kill %d: a half-done import is still visible as %q", k, i.Name)
+			}
 			if !strings.HasPrefix(i.Name, "a-") {
 				continue
 			}

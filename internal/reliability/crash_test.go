@@ -286,7 +286,7 @@ func TestCrash(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// Let it run 5..200 ms of work after startup.
+		// Kill it 30..230 ms after the start (startup takes a few ms).
 		time.Sleep(time.Duration(30+rng.IntN(200)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()

@@ -271,9 +271,6 @@ func TestHostileLayers(t *testing.T) {
 				t.Errorf("check: %v", err)
 			}
 			sb.checkUntouched(t)
-			if _, err := os.Lstat(filepath.Join("/tmp", "x")); err == nil {
-				t.Logf("note: /tmp/x exists on this host (not ours to judge)")
-			}
 		})
 	}
 }

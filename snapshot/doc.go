@@ -84,6 +84,46 @@
 // options; Mounts uses the recorded options, and a store with a newer
 // format version than this code knows is refused with ErrUnsupportedFormat.
 //
+// # Durability
+//
+// What is flushed, and when:
+//
+//   - Metadata: every change is one bbolt transaction, and bbolt fsyncs the
+//     database file when the transaction commits (the store does not set
+//     NoSync). A snapshot exists once its transaction has committed, and
+//     not before.
+//   - Imported layers: [Store.ImportTar] calls archive.SyncDir (syncfs of
+//     the filesystem holding the layer) after archive.Apply and before the
+//     Commit transaction, so a committed imported layer's files, and the
+//     rename of its dir into snapshots/, are on disk before the metadata
+//     says it is committed. One syncfs per layer instead of an fsync per
+//     file.
+//   - Copy-up (overlay.Stack.CopyUp): file data is fsynced in the work dir
+//     before the rename into the upper layer (unless the stack is
+//     volatile), so the rename can never publish a file whose data is
+//     missing.
+//   - Layers written through mounts and then committed ([Store.Commit]):
+//     the store does not sync them; they are as durable as their writer
+//     made them (a runtime that needs a committed container layer to
+//     survive power loss syncs it, or the filesystem, before Commit).
+//   - The owner file and dirs of removed snapshots are not synced: they
+//     are advisory or garbage.
+//
+// Why that is enough: every change that builds or drops dirs orders them
+// around its transaction (build under staging/, rename into snapshots/ in
+// the transaction; drop from the metadata first, then move the dir to
+// staging/ and delete it), so a crash at any point leaves at most dirs
+// that no record names, a work dir of a committed snapshot, or the
+// temporary active snapshot of an unfinished Import, never a record
+// without its layer or a committed layer with partial content. Open, which
+// runs when nothing can be in flight, removes all three (Cleanup plus the
+// unfinished imports), so Check is clean after a reopen. Copy-up leaves
+// at most a temporary in the work dir, which overlay.Stack.CleanWork
+// removes. internal/reliability's crash harness SIGKILLs a process working
+// on a store at random points and checks exactly this after each kill;
+// power loss (which can also drop unsynced page cache) is covered by the
+// syncs above, not by a test.
+//
 // # Ownership
 //
 // One process owns a store at a time. Open takes bbolt's file lock with a

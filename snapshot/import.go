@@ -38,7 +38,7 @@ func (s *Store) importLayer(ctx context.Context, name, parent string, r io.Reade
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	key := "import-" + hex.EncodeToString(rnd[:]) + "-" + name
-	if _, err := s.Prepare(ctx, key, parent); err != nil {
+	if _, err := s.Prepare(ctx, key, parent, WithLabels(map[string]string{importLabel: name})); err != nil {
 		return Info{}, err
 	}
 	defer func() {
@@ -59,6 +59,37 @@ func (s *Store) importLayer(ctx context.Context, name, parent string, r io.Reade
 		return Info{}, err
 	}
 	return s.Stat(ctx, name)
+}
+
+// importLabel marks the temporary active snapshot of an Import (its value
+// is the name being imported). Commit replaces the labels, so only an
+// import that never finished carries it; Open removes those.
+const importLabel = "strata.io/import-in-progress"
+
+// removeStaleImports removes the temporary snapshots of imports that a
+// crash interrupted. Only Open calls it: then no import can be in flight.
+func (s *Store) removeStaleImports(ctx context.Context) error {
+	var stale []string
+	if err := s.view(func(b buckets) error {
+		return b.snaps.ForEach(func(k, _ []byte) error {
+			r, err := b.get(string(k))
+			if err != nil {
+				return err
+			}
+			if _, ok := r.Labels[importLabel]; ok && r.Kind == KindActive {
+				stale = append(stale, string(k))
+			}
+			return nil
+		})
+	}); err != nil {
+		return fmt.Errorf("stale imports: %w", err)
+	}
+	for _, k := range stale {
+		if err := s.Remove(ctx, k); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("stale import: %w", err)
+		}
+	}
+	return nil
 }
 
 // upperDir returns the fs dir of the active snapshot key.

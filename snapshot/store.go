@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -139,10 +140,20 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	// Nothing can be in flight in staging/ now: we own the store.
-	if err := emptyDir(filepath.Join(abs, stagingDir)); err != nil {
+	// Nothing can be in flight now: we own the store. Repair what a crash
+	// of the previous owner left: the temporary snapshots of unfinished
+	// imports, staging/, orphan snapshot dirs (a crash
+	// between the rename into snapshots/ and the commit of its transaction,
+	// or between Remove's transaction and its rename; an orphan's id may be
+	// handed out again) and work dirs of committed snapshots (a crash
+	// between Commit's transaction and the removal of the work dir).
+	if err := s.removeStaleImports(context.Background()); err != nil {
 		os.Remove(filepath.Join(abs, ownerFile))
-		return nil, fmt.Errorf("open store %s: clean staging: %w", abs, err)
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if err := s.Cleanup(context.Background()); err != nil {
+		os.Remove(filepath.Join(abs, ownerFile))
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil
 }

@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -159,7 +160,7 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 			break
 		}
 		if err != nil {
-			return sum, fmt.Errorf("read tar after %d entries: %w", sum.Entries, eofIsUnexpected(err))
+			return sum, fmt.Errorf("read tar after %d entries: %w", sum.Entries, malformed(eofIsUnexpected(err)))
 		}
 		sum.Entries++
 		if err := a.entry(hdr, tr); err != nil {
@@ -172,7 +173,7 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	// Drain: the diff ID covers the whole tar (end blocks, padding), the
 	// digest the whole stream.
 	if _, err := io.CopyBuffer(io.Discard, ra, a.buf); err != nil {
-		return sum, fmt.Errorf("drain %s stream: %w", sum.Compression, eofIsUnexpected(err))
+		return sum, fmt.Errorf("drain %s stream: %w", sum.Compression, malformed(eofIsUnexpected(err)))
 	}
 	ra.Close()
 	if err := dec.Close(); err != nil {
@@ -193,6 +194,18 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 		return sum, fmt.Errorf("diff ID %s, expected %s: %w", sum.DiffID, cfg.diffID, ErrDigestMismatch)
 	}
 	return sum, nil
+}
+
+// malformed adds ErrInvalidArchive to the decoder errors that blame the
+// stream (a bad tar header, a bad gzip header or checksum), so that callers
+// classify them like other malformed entries.
+func malformed(err error) error {
+	for _, e := range []error{tar.ErrHeader, gzip.ErrHeader, gzip.ErrChecksum} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%w: %w", ErrInvalidArchive, err)
+		}
+	}
+	return err
 }
 
 type countingDigester struct {

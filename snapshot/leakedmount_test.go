@@ -66,6 +66,14 @@ func TestOpenDoesNotDeleteThroughLeakedMount(t *testing.T) {
 	if !errors.Is(err, ErrFailedPrecondition) {
 		t.Errorf("Cleanup with a mount in an orphan dir: got %v, want ErrFailedPrecondition", err)
 	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(root)
+	if err != nil {
+		t.Fatalf("open with a leaked mount in an orphan dir: %v", err)
+	}
+	defer s.Close()
 	for _, p := range []string{precious, precious2} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("Cleanup deleted through a mount: %v", err)

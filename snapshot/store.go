@@ -151,7 +151,10 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	if err := s.Cleanup(context.Background()); err != nil {
+	// A mount left inside an orphan dir keeps that dir (Check reports the
+	// leaked mount; check --repair detaches it): never delete through it,
+	// and never refuse to open the store for it.
+	if err := s.Cleanup(context.Background()); err != nil && !errors.Is(err, errMounted) {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}

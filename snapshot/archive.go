@@ -20,8 +20,8 @@ func (s *Store) overlayFormat() overlay.Format {
 }
 
 // ImportTar unpacks the OCI layer tar r (plain, gzip or zstd) as the
-// committed snapshot name on parent, with archive.Apply, and makes the
-// layer durable (archive.SyncDir) before the commit records it. aopts are
+// committed snapshot name on parent, with archive.Apply; the commit makes
+// the layer durable before it records it (see Durability). aopts are
 // passed to archive.Apply after the store's own format option, e.g.
 // archive.WithExpectedDiffID. The Summary carries the digests that were
 // computed while reading. A stream the archive package rejects (digest
@@ -35,7 +35,7 @@ func (s *Store) ImportTar(ctx context.Context, name, parent string, r io.Reader,
 		if sum, err = archive.Apply(ctx, dir, r, aopts...); err != nil {
 			return classifyArchive(err)
 		}
-		return archive.SyncDir(dir)
+		return nil
 	}, opts...)
 	return info, sum, err
 }

@@ -92,20 +92,19 @@
 //     database file when the transaction commits (the store does not set
 //     NoSync). A snapshot exists once its transaction has committed, and
 //     not before.
-//   - Imported layers: [Store.ImportTar] calls archive.SyncDir (syncfs of
-//     the filesystem holding the layer) after archive.Apply and before the
-//     Commit transaction, so a committed imported layer's files, and the
-//     rename of its dir into snapshots/, are on disk before the metadata
-//     says it is committed. One syncfs per layer instead of an fsync per
-//     file.
+//   - Committed layers: [Store.Commit] (and so [Store.ImportTar], which
+//     commits through it) calls archive.SyncDir (syncfs of the filesystem
+//     holding the layer) before the Commit transaction, so a committed
+//     layer's files, and the rename of its dir into snapshots/, are on disk
+//     before the metadata says it is committed. One syncfs per layer
+//     instead of an fsync per file. This holds for layers written through
+//     a mount too (containerd's overlay snapshotter's Commit syncs nothing,
+//     so after a power loss it can name a committed layer whose files were
+//     never written back).
 //   - Copy-up (overlay.Stack.CopyUp): file data is fsynced in the work dir
 //     before the rename into the upper layer (unless the stack is
 //     volatile), so the rename can never publish a file whose data is
 //     missing.
-//   - Layers written through mounts and then committed ([Store.Commit]):
-//     the store does not sync them; they are as durable as their writer
-//     made them (a runtime that needs a committed container layer to
-//     survive power loss syncs it, or the filesystem, before Commit).
 //   - The owner file and dirs of removed snapshots are not synced: they
 //     are advisory or garbage.
 //

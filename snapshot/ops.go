@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/stratafs/strata/snapshot/archive"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,6 +203,12 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 	usage, err := diskUsage(ctx, s.fsDir(id))
 	if err != nil {
 		return fmt.Errorf("usage: %w", err)
+	}
+	// A committed layer is content the store vouches for (chain IDs name
+	// it): its files reach the disk before the metadata says committed.
+	// One syncfs, not an fsync per file.
+	if err := archive.SyncDir(s.fsDir(id)); err != nil {
+		return fmt.Errorf("sync layer: %w", err)
 	}
 
 	s.dirMu.RLock()

@@ -14,7 +14,7 @@ LDFLAGS := -X github.com/stratafs/strata/cmd/strata/command.Version=$(VERSION)
 # STRATA_REQUIRE_MOUNT=1 turns skipped mount tests into failures.
 export STRATA_REQUIRE_MOUNT
 
-.PHONY: help build test e2e demo bench bench-compare bench-backends lint deps check-go
+.PHONY: help build test e2e stress fuzz demo bench bench-compare bench-backends lint deps check-go
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -31,6 +31,13 @@ e2e: build deps ## end-to-end: real containerd + runc with strata serve as proxy
 	bash internal/e2e/setup.sh
 	STRATA_E2E=1 STRATA_E2E_PROXY="$(CURDIR)/$(BIN) serve --root {root} --address {address} --metrics-address {metrics}" \
 		$(GO) test -count=1 -v -timeout 5m ./internal/e2e 2>&1
+
+stress: check-go deps ## long checks kept out of make test: crash kills, a million entries, GOMAXPROCS=1 rerun (root)
+	STRATA_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestCrash$$|TestMillionEntries' ./internal/reliability 2>&1
+	GOMAXPROCS=1 $(GO) test -count=1 -timeout 30m ./... 2>&1
+
+fuzz: check-go ## run each fuzz target for FUZZTIME (default 30s)
+	@bash .ci/fuzz
 
 demo: build deps ## a guided tour: import an image into a store, inspect, mount, write, diff, commit (root)
 	@STRATA=$(BIN) bash scripts/demo.sh

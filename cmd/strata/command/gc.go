@@ -1,7 +1,9 @@
 package command
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -27,11 +29,17 @@ bytes of allocated space that freed (as du counts them).`,
 }
 
 func (o *gcOptions) run(cmd *cobra.Command) error {
+	// Measured before the store is opened: opening it already cleans up
+	// after crashes (staging, orphans), and that counts as reclaimed too.
+	root, err := filepath.Abs(o.g.root)
+	if err != nil {
+		return err
+	}
+	before, err := allocatedUnder(root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	return o.g.withStore(false, func(s *snapshot.Store) error {
-		before, err := allocatedUnder(s.Root())
-		if err != nil {
-			return err
-		}
 		if err := s.Cleanup(cmdContext(cmd)); err != nil {
 			return err
 		}

@@ -35,6 +35,9 @@ type MountRequest struct {
 	Foreground bool
 	// LogFile is where a FUSE server logs ("" for the default).
 	LogFile string
+	// VFSFlags (MS_NODEV, MS_NOSUID, MS_NOEXEC, MS_NOATIME,
+	// MS_NODIRATIME) are set on a FUSE mount once it is live.
+	VFSFlags uintptr
 	// ready, in a detached FUSE server, reports the mount to the
 	// process that started it.
 	ready *readyPipe

@@ -44,8 +44,12 @@ func init() { backends["fuse"] = fuseBackend{} }
 // readyFDEnv names the fd of the readiness pipe in a detached server.
 const readyFDEnv = "STRATA_FUSE_READY_FD"
 
-// DefaultLogDir is where detached FUSE servers log unless --log says.
+// DefaultLogDir is where detached FUSE servers log unless --log or
+// $STRATA_LOG_DIR (LogDirEnv) says otherwise.
 const DefaultLogDir = "/run/strata"
+
+// LogDirEnv overrides DefaultLogDir.
+const LogDirEnv = "STRATA_LOG_DIR"
 
 type fuseBackend struct{}
 
@@ -107,13 +111,18 @@ func fuseMountOptions(r MountRequest) string {
 }
 
 // defaultLogFile is the log of a detached server for target when --log is
-// not given: /run/strata/fuse-<target with '/' as '-'>.log.
+// not given: /run/strata/fuse-<target with '/' as '-'>.log (or in
+// $STRATA_LOG_DIR).
 func defaultLogFile(target string) string {
 	name := strings.ReplaceAll(strings.Trim(target, "/"), "/", "-")
 	if len(name) > 200 {
 		name = name[len(name)-200:]
 	}
-	return filepath.Join(DefaultLogDir, "fuse-"+name+".log")
+	dir := DefaultLogDir
+	if v := os.Getenv(LogDirEnv); v != "" {
+		dir = v
+	}
+	return filepath.Join(dir, "fuse-"+name+".log")
 }
 
 // spawn starts a detached server for r and waits until it reports.
@@ -144,7 +153,11 @@ func (fuseBackend) spawn(r MountRequest) error {
 		return fmt.Errorf("fuse: pipe: %w", err)
 	}
 	defer pr.Close()
-	args := []string{"mount", "--backend", "fuse", "--foreground", "--log", logFile, "-o", fuseMountOptions(r), r.Target}
+	args := []string{"mount", "--backend", "fuse", "--foreground", "--log", logFile}
+	if r.VFSFlags != 0 {
+		args = append(args, "--vfs-flags", vfsFlagNames(r.VFSFlags))
+	}
+	args = append(args, "-o", fuseMountOptions(r), "--", r.Target)
 	r.Debugf("fuse: starting server: %s %s (log %s)", exe, strings.Join(args, " "), logFile)
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
@@ -213,6 +226,22 @@ func serveFUSE(r MountRequest) (err error) {
 		logger.Printf("mount failed: %v", err)
 		return err
 	}
+	if r.VFSFlags != 0 {
+		// per-mount flags: a bind remount of the new mount
+		fl := r.VFSFlags | unix.MS_REMOUNT | unix.MS_BIND
+		if fl&unix.MS_NOATIME == 0 {
+			fl |= unix.MS_RELATIME
+		}
+		if stack.ReadOnly() {
+			fl |= unix.MS_RDONLY
+		}
+		if err := unix.Mount("", r.Target, "", fl, ""); err != nil {
+			logger.Printf("set %s: %v; unmounting", vfsFlagNames(r.VFSFlags), err)
+			_ = srv.Unmount()
+			srv.Wait()
+			return fmt.Errorf("fuse: set %s on %s: %w", vfsFlagNames(r.VFSFlags), r.Target, err)
+		}
+	}
 	logger.Printf("mounted (%d lower layers, upper %q, read-only %v)", len(stack.Lowers()), stack.Upper(), stack.ReadOnly())
 	if werr := r.ready.report(nil); werr != nil {
 		logger.Printf("report readiness: %v", werr)
@@ -234,6 +263,17 @@ func serveFUSE(r MountRequest) (err error) {
 			}
 		}
 	}
+}
+
+// vfsFlagNames is the --vfs-flags form of flags.
+func vfsFlagNames(flags uintptr) string {
+	var names []string
+	for _, n := range []string{"nodev", "nosuid", "noexec", "noatime", "nodiratime"} {
+		if flags&fuseVFSFlags[n] != 0 {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 // readyPipe is the write end of the readiness pipe of a detached server

@@ -26,11 +26,21 @@ import (
 const asStrataEnv = "STRATA_TEST_AS_STRATA"
 
 func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == FuseOverlayfsName { // as cmd/strata's main
+		os.Exit(FuseOverlayfsMain(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	if os.Getenv(asStrataEnv) == "1" {
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Setenv(asStrataEnv, "1")
-	os.Exit(m.Run())
+	logs, err := os.MkdirTemp("", "strata-logs-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv(LogDirEnv, logs) // not /run/strata
+	code := m.Run()
+	os.RemoveAll(logs)
+	os.Exit(code)
 }
 
 // serverPid returns the pid of the FUSE server that logs to logFile.

@@ -20,6 +20,7 @@ type mountOptions struct {
 	options    []string // raw -o values; each a comma-separated list
 	foreground bool     // FUSE: serve in this process
 	logFile    string   // FUSE: server log
+	vfsFlags   string   // FUSE: per-mount flags (nodev,nosuid,...), from fuse-strata
 }
 
 func newMountCommand(g *globalOptions) *cobra.Command {
@@ -82,6 +83,8 @@ allow_other and default_permissions are on.`,
 	}
 	cmd.Flags().StringArrayVarP(&o.options, "options", "o", nil, "comma-separated mount options (repeatable)")
 	cmd.Flags().BoolVarP(&o.foreground, "foreground", "f", false, "FUSE: serve in the foreground until unmounted (default: detach once mounted)")
+	cmd.Flags().StringVar(&o.vfsFlags, "vfs-flags", "", "FUSE: per-mount flags nodev,nosuid,noexec,noatime,nodiratime (fuse-strata's -o)")
+	_ = cmd.Flags().MarkHidden("vfs-flags")
 	cmd.Flags().StringVar(&o.logFile, "log", "", "FUSE: server log file (default "+DefaultLogDir+"/fuse-<target>.log when detached, stderr in the foreground)")
 	return cmd
 }
@@ -296,6 +299,13 @@ func (o *mountOptions) run(cmd *cobra.Command, target string) (err error) {
 	if err != nil {
 		return err
 	}
+	vfs, err := parseVFSFlags(o.vfsFlags)
+	if err != nil {
+		return err
+	}
+	if vfs != 0 && o.g.backend != "fuse" {
+		return usagef("--vfs-flags needs --backend fuse")
+	}
 	if err := spec.resolve(); err != nil {
 		return err
 	}
@@ -321,7 +331,7 @@ func (o *mountOptions) run(cmd *cobra.Command, target string) (err error) {
 	o.g.debugf(cmd, "stack: upper %q work %q lowers %q; options %+v", s.Upper(), s.Work(), s.Lowers(), mo)
 	req := MountRequest{
 		Stack: s, Target: target, Options: mo,
-		Foreground: o.foreground, LogFile: o.logFile, ready: ready,
+		Foreground: o.foreground, LogFile: o.logFile, VFSFlags: vfs, ready: ready,
 		Debugf: func(format string, a ...any) { o.g.debugf(cmd, format, a...) },
 		Warnf: func(format string, a ...any) {
 			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: mount: "+format+"\n", a...)

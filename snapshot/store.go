@@ -58,8 +58,8 @@ type Option func(*config)
 type config struct {
 	backend       Backend
 	serverCommand ServerCommandFunc
-	lockTimeout time.Duration
-	readOnly    bool
+	lockTimeout   time.Duration
+	readOnly      bool
 }
 
 // WithBackend selects how Mounts assembles snapshots (default kernel).

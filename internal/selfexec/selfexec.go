@@ -21,14 +21,13 @@ import (
 // Env marks a process started from a test binary as strata.
 const Env = "STRATA_TEST_AS_STRATA"
 
-// Main runs strata and exits if this process was started as strata;
-// otherwise it marks the environment so that children started from this
-// test binary are, and returns.
+// Main runs strata and exits if this process was started as strata (by
+// Command, or by such a process re-executing itself); otherwise it
+// returns.
 func Main() {
 	if os.Getenv(Env) == "1" {
 		os.Exit(command.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Setenv(Env, "1")
 }
 
 // Command runs this test binary as strata with args.

@@ -136,6 +136,10 @@ func waitGone(t *testing.T, pid int) {
 		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
 			return
 		}
+		// exited, not yet reaped by its new parent (init)
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("process %d still running", pid)

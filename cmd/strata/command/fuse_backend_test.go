@@ -142,8 +142,9 @@ func TestMountFUSE_UmountClearsDeadMount(t *testing.T) {
 }
 
 // startServer runs the test binary as a foreground FUSE server with a
-// readiness pipe, as the detached mount does, and returns what it reported.
-func startServer(t *testing.T, args ...string) (cmd *exec.Cmd, report string, stderr *strings.Builder) {
+// readiness pipe, as the detached mount does, and returns what it
+// reported; stderr() reads its stderr so far.
+func startServer(t *testing.T, args ...string) (cmd *exec.Cmd, report string, stderr func() string) {
 	t.Helper()
 	pr, pw, err := os.Pipe()
 	must(t, err)
@@ -151,8 +152,12 @@ func startServer(t *testing.T, args ...string) (cmd *exec.Cmd, report string, st
 	cmd = exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{pw}
-	stderr = &strings.Builder{}
-	cmd.Stderr = stderr
+	errFile := filepath.Join(t.TempDir(), "stderr")
+	f, err := os.Create(errFile)
+	must(t, err)
+	defer f.Close()
+	cmd.Stderr = f
+	stderr = func() string { b, _ := os.ReadFile(errFile); return string(b) }
 	must(t, cmd.Start())
 	pw.Close()
 	msg, _ := io.ReadAll(pr)
@@ -168,7 +173,7 @@ func TestMountFUSE_ServerErrorReported(t *testing.T) {
 	if err := cmd.Wait(); err == nil {
 		t.Fatal("server on a file target exited 0")
 	}
-	contains(t, report, "not a directory", "report; stderr: "+stderr.String())
+	contains(t, report, "not a directory", "report; stderr: "+stderr())
 }
 
 func TestMountFUSE_ForegroundSIGTERM(t *testing.T) {
@@ -177,14 +182,14 @@ func TestMountFUSE_ForegroundSIGTERM(t *testing.T) {
 	mnt := filepath.Join(base, "mnt")
 	cleanupMount(t, mnt)
 	cmd, report, stderr := startServer(t, "--backend", "fuse", "mount", "-f", "-o", "lowerdir="+lowerdir+",upperdir="+filepath.Join(base, "upper")+",workdir="+filepath.Join(base, "work"), mnt)
-	equal(t, "ok\n", report, "readiness; stderr: "+stderr.String())
+	equal(t, "ok\n", report, "readiness; stderr: "+stderr())
 	equal(t, "2", readFile(t, filepath.Join(mnt, "d", "y")))
 	must(t, cmd.Process.Signal(syscall.SIGTERM))
-	must(t, cmd.Wait(), "server exit; stderr: "+stderr.String())
+	must(t, cmd.Wait(), "server exit; stderr: "+stderr())
 	if mountedHere(t, mnt) {
 		t.Fatal("still mounted after SIGTERM")
 	}
-	contains(t, stderr.String(), "terminated: unmounting")
+	contains(t, stderr(), "terminated: unmounting")
 }
 
 func TestMountAuto_501LayersUsesFUSE(t *testing.T) {

@@ -36,8 +36,9 @@ import (
 //
 // Mounting needs no fusermount as root (mount(2) directly). go-fuse falls
 // back to fusermount3 (or fusermount) from $PATH when mount(2) is refused,
-// which is what happens without privilege; allow_other then needs
-// user_allow_other in /etc/fuse.conf.
+// which is what happens without privilege (the user needs access to
+// /dev/fuse); allow_other is then dropped unless /etc/fuse.conf has
+// user_allow_other, and unmounting goes through fusermount3 -u.
 
 func init() { backends["fuse"] = fuseBackend{} }
 
@@ -179,7 +180,7 @@ func (fuseBackend) spawn(r MountRequest) error {
 	}
 	werr := cmd.Wait()
 	if m := strings.TrimSpace(string(msg)); m != "" {
-		return fmt.Errorf("fuse server: %s", m)
+		return fmt.Errorf("fuse server: %s (log: %s)", m, logFile)
 	}
 	return fmt.Errorf("fuse server exited before the mount was live (%v); see %s", werr, logFile)
 }
@@ -217,7 +218,14 @@ func serveFUSE(r MountRequest) (err error) {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	// Without privilege go-fuse mounts through fusermount3, which allows
+	// allow_other only with user_allow_other in /etc/fuse.conf.
+	private := os.Geteuid() != 0 && !userAllowOther()
+	if private {
+		logger.Printf("not root and no user_allow_other in /etc/fuse.conf: mounting without allow_other (only uid %d can access)", os.Geteuid())
+	}
 	srv, err := fuse.Mount(stack, r.Target, fuse.Options{
+		Private:    private,
 		Volatile:   r.Options.Volatile,
 		GOMAXPROCS: fuse.RecommendedGOMAXPROCS(),
 		Logger:     logger,
@@ -263,6 +271,21 @@ func serveFUSE(r MountRequest) (err error) {
 			}
 		}
 	}
+}
+
+// userAllowOther reports whether /etc/fuse.conf lets users mount with
+// allow_other.
+func userAllowOther() bool {
+	b, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
 
 // vfsFlagNames is the --vfs-flags form of flags.

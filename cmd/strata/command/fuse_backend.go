@@ -180,7 +180,13 @@ func (fuseBackend) spawn(r MountRequest) error {
 	}
 	werr := cmd.Wait()
 	if m := strings.TrimSpace(string(msg)); m != "" {
-		return fmt.Errorf("fuse server: %s (log: %s)", m, logFile)
+		code, text := ExitFailure, m
+		if c, t, ok := strings.Cut(strings.TrimPrefix(m, "error "), " "); ok && strings.HasPrefix(m, "error ") {
+			if n, err := strconv.Atoi(c); err == nil {
+				code, text = n, t
+			}
+		}
+		return exitCoded{fmt.Errorf("fuse server: %s (log: %s)", text, logFile), code}
 	}
 	return fmt.Errorf("fuse server exited before the mount was live (%v); see %s", werr, logFile)
 }
@@ -213,6 +219,22 @@ func serveFUSE(r MountRequest) (err error) {
 	}
 	if len(r.Options.Extra) > 0 {
 		r.Debugf("fuse: ignoring kernel-only options %s", strings.Join(r.Options.Extra, ","))
+	}
+	if stack.Work() != "" {
+		// One server per upper dir, as the kernel allows one overlay
+		// mount per upper dir: an exclusive flock on the work dir, held
+		// until this process exits.
+		wf, err := os.Open(stack.Work())
+		if err != nil {
+			return err
+		}
+		defer wf.Close()
+		if err := unix.Flock(int(wf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return fmt.Errorf("upperdir %q: %w (another strata FUSE server serves it)", stack.Upper(), overlay.ErrInUse)
+			}
+			return fmt.Errorf("lock workdir %q: %w", stack.Work(), err)
+		}
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -326,7 +348,7 @@ func (p *readyPipe) report(err error) error {
 	}
 	msg := "ok\n"
 	if err != nil {
-		msg = err.Error() + "\n"
+		msg = fmt.Sprintf("error %d %v\n", ExitCode(err), err)
 	}
 	_, werr := p.f.WriteString(msg)
 	p.f.Close()

@@ -25,7 +25,9 @@ import (
 
 func TestMain(m *testing.M) {
 	selfexec.Main() // the FUSE backend's servers run as this binary
-	os.Exit(m.Run())
+	code := m.Run()
+	selfexec.Cleanup()
+	os.Exit(code)
 }
 
 // openFUSE opens a FUSE-backend store at root whose servers run as this

@@ -22,7 +22,9 @@ import (
 
 func TestMain(m *testing.M) {
 	selfexec.Main() // the FUSE backend's servers run as this binary
-	os.Exit(m.Run())
+	code := m.Run()
+	selfexec.Cleanup()
+	os.Exit(code)
 }
 
 // TestContainerdConformanceFUSE runs containerd's snapshotter suite

@@ -15,10 +15,11 @@ import (
 const FuseOverlayfsName = "fuse-strata"
 
 // fuseOverlayfsUsage is the help of the fuse-strata form.
-const fuseOverlayfsUsage = `usage: fuse-strata [-f] [-d] -o lowerdir=L1[:L2...][,upperdir=U,workdir=W][,OPTION...] MOUNTPOINT
+const fuseOverlayfsUsage = `usage: fuse-strata [-f] [-d|--debug] -o lowerdir=L1[:L2...][,upperdir=U,workdir=W][,OPTION...] MOUNTPOINT
 
 strata's FUSE overlay server with fuse-overlayfs's command line. Detaches
-once the mount is live unless -f (foreground) or -d (foreground, debug).
+once the mount is live unless -f (foreground) or -d/--debug (foreground,
+debug). Unmount with 'strata umount MOUNTPOINT', umount(8) or fusermount3 -u.
 
 Options honoured: lowerdir, upperdir, workdir, ro, rw, volatile, fsync=0|1,
 userxattr, allow_other and default_permissions (always on), nodev, nosuid,
@@ -106,7 +107,9 @@ func fuseOverlayfsArgs(args []string) ([]string, error) {
 			return nil, nil
 		case a == "-f":
 			foreground = true
-		case a == "-d" || a == "-odebug":
+		case a == "-V" || a == "--version":
+			return []string{"--version"}, nil
+		case a == "-d" || a == "--debug" || a == "-odebug":
 			foreground, debug = true, true
 		case a == "-s": // single-threaded: harmless, the server picks its own parallelism
 		case a == "-o":

@@ -165,8 +165,12 @@ func TestRunTiming(t *testing.T) {
 	if os.Getenv(envBench) != "1" {
 		t.Skipf("timing run: set %s=1 (and %s=1) to run it", envBench, envE2E)
 	}
+	forEachBackend(t, testRunTiming)
+}
+
+func testRunTiming(t *testing.T, backend string) {
 	const runs = 20
-	e := newEnv(t)
+	e := newEnvBackend(t, backend)
 	e.importImage("overlayfs")
 	times := map[string][]time.Duration{}
 	for i := 0; i < runs; i++ {

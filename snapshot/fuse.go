@@ -206,25 +206,46 @@ func (s *Store) stopServer(id uint64) error {
 	return nil
 }
 
-// ensureServed makes sure r, if it needs a server under this store's
-// backend, has a live one.
-func (s *Store) ensureServed(r *record) error {
+// ensureServed makes sure key (record r, read earlier), if it needs a
+// server under this store's backend, has a live one. Under fuseMu it
+// reads key again: a Remove or Commit that ran since must not be undone
+// by starting a server for what is gone.
+func (s *Store) ensureServed(key string, r *record) error {
 	if s.backendKind != BackendFUSE || !needsServer(r) || s.readOnly {
 		return nil
 	}
 	s.fuseMu.Lock()
 	defer s.fuseMu.Unlock()
-	return s.startServer(r)
+	var now *record
+	if err := s.view(func(b buckets) error {
+		var err error
+		now, err = b.get(key)
+		return err
+	}); err != nil {
+		return err
+	}
+	if now.ID != r.ID || !needsServer(now) {
+		return nil
+	}
+	return s.startServer(now)
 }
 
 // stopServerIfAny unmounts id's FUSE mount if its dir exists (whatever
-// the backend: a store may have been served with FUSE before).
+// the backend: a store may have been served with FUSE before). Lock
+// order: dirMu before fuseMu.
 func (s *Store) stopServerIfAny(id uint64) error {
-	if _, err := os.Lstat(s.fuseMountPoint(id)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
 	s.fuseMu.Lock()
 	defer s.fuseMu.Unlock()
+	return s.stopServerIfAnyLocked(id)
+}
+
+// stopServerIfAnyLocked is stopServerIfAny with fuseMu held.
+func (s *Store) stopServerIfAnyLocked(id uint64) error {
+	_, err1 := os.Lstat(s.fuseMountPoint(id))
+	_, err2 := os.Lstat(s.fuseMountPoint(id) + ".log")
+	if errors.Is(err1, os.ErrNotExist) && errors.Is(err2, os.ErrNotExist) {
+		return nil
+	}
 	return s.stopServer(id)
 }
 

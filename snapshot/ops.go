@@ -72,7 +72,7 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 		return nil, err
 	}
 	// FUSE backend: the server runs before the mounts are handed out.
-	if err := s.ensureServed(r); err != nil {
+	if err := s.ensureServed(key, r); err != nil {
 		if rmErr := s.remove(ctx, key); rmErr != nil {
 			err = fmt.Errorf("%w (and removing the snapshot again failed: %v)", err, rmErr)
 		}
@@ -216,8 +216,14 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 	}); err != nil {
 		return err
 	}
+	s.dirMu.RLock()
+	defer s.dirMu.RUnlock()
 	// The FUSE server (if any) goes first: nothing may write any more.
-	if err := s.stopServerIfAny(id); err != nil {
+	// fuseMu stays held until the snapshot is committed, so that no
+	// concurrent Mounts restarts it meanwhile (lock order: dirMu, fuseMu).
+	s.fuseMu.Lock()
+	defer s.fuseMu.Unlock()
+	if err := s.stopServerIfAnyLocked(id); err != nil {
 		return err
 	}
 	usage, err := diskUsage(ctx, s.fsDir(id))
@@ -225,8 +231,6 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 		return fmt.Errorf("usage: %w", err)
 	}
 
-	s.dirMu.RLock()
-	defer s.dirMu.RUnlock()
 	err = s.update(func(b buckets) error {
 		r, err := b.get(key)
 		if err != nil {
@@ -445,7 +449,7 @@ func (s *Store) Mounts(ctx context.Context, key string) ([]Mount, error) {
 	})
 	if err == nil {
 		// never hand out a dead (ENOTCONN) FUSE mount
-		err = s.ensureServed(rec)
+		err = s.ensureServed(key, rec)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mounts %q: %w", key, err)

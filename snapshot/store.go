@@ -95,6 +95,7 @@ type Store struct {
 	backendKind   Backend           // immutable
 	serverCommand ServerCommandFunc // FUSE backend: starts servers; immutable
 	// fuseMu serializes starting and stopping FUSE servers (fuse.go).
+	// Lock order: dirMu, then fuseMu.
 	fuseMu sync.Mutex
 
 	closeMu sync.Mutex // guards closed

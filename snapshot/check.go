@@ -14,8 +14,9 @@ import (
 )
 
 // Cleanup removes what no metadata refers to: dirs under snapshots/ whose
-// id no snapshot has, work dirs of snapshots that are not active, and everything in
-// staging/. It is safe to run while the store is in use.
+// id no snapshot has, work dirs of snapshots that are not active,
+// everything in staging/, and FUSE mounts under mounts/ of snapshots that
+// are gone. It is safe to run while the store is in use.
 func (s *Store) Cleanup(ctx context.Context) error {
 	if s.readOnly {
 		return fmt.Errorf("cleanup: %w", ErrReadOnly)
@@ -52,6 +53,18 @@ func (s *Store) Cleanup(ctx context.Context) error {
 	if err := emptyDir(filepath.Join(s.root, stagingDir)); err != nil {
 		errs = append(errs, err)
 	}
+	// FUSE mounts (and logs) of snapshots that are gone
+	if ents, err := os.ReadDir(filepath.Join(s.root, mountsDir)); err == nil {
+		for _, e := range ents {
+			id, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".log"), 10, 64)
+			if _, live := ids[id]; err != nil || live {
+				continue
+			}
+			if err := s.stopServerIfAny(id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
@@ -76,7 +89,9 @@ func (s *Store) liveIDs() (map[uint64]Kind, error) {
 // Check verifies that metadata and disk agree: every snapshot has its dirs
 // (and an active one its work dir), ids are unique, parents exist and are
 // committed, the children index matches the parents, no orphan dirs lie
-// in snapshots/ or staging/, and nothing is mounted under the root. It
+// in snapshots/ or staging/, and nothing is mounted under the root but
+// the live FUSE mounts of snapshots under mounts/ (a dead one, or one of
+// a snapshot that is gone, is a problem). It
 // returns nil, or an error that wraps ErrInconsistent and lists every
 // problem. Check changes nothing. Run it while no operation is in flight
 // to avoid reporting a staging dir that is being built.
@@ -87,6 +102,7 @@ func (s *Store) Check(ctx context.Context) error {
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	ids := map[uint64]string{}
+	live := map[uint64]*record{}
 	err := s.view(func(b buckets) error {
 		recs := map[string]*record{}
 		if err := b.snaps.ForEach(func(k, _ []byte) error {
@@ -108,6 +124,7 @@ func (s *Store) Check(ctx context.Context) error {
 				add("%q and %q share id %d", key, other, r.ID)
 			}
 			ids[r.ID] = key
+			live[r.ID] = r
 			if fi, err := os.Stat(s.fsDir(r.ID)); err != nil || !fi.IsDir() {
 				add("%q (id %d): fs dir %s missing", key, r.ID, s.fsDir(r.ID))
 			}
@@ -174,12 +191,15 @@ func (s *Store) Check(ctx context.Context) error {
 			add("leftover in staging: %s", e.Name())
 		}
 	}
+	own := s.checkFUSE(live, add)
 	mps, err := mountsUnder(s.root)
 	if err != nil {
 		add("mountinfo: %v", err)
 	}
 	for _, mp := range mps {
-		add("leaked mount at %s", mp)
+		if !own[mp] {
+			add("leaked mount at %s", mp)
+		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("check %s: %w:\n  %s", s.root, ErrInconsistent, strings.Join(problems, "\n  "))

@@ -68,6 +68,7 @@
 //	<root>/snapshots/<id>/fs    the layer: upper dir while active, lower dir once committed
 //	<root>/snapshots/<id>/work  overlay work dir (active snapshots only)
 //	<root>/staging/             dirs being built; emptied by Open and Cleanup
+//	<root>/mounts/<id>          FUSE backend: the FUSE mount of a snapshot (fuse.go)
 //
 // Ids are short decimal numbers, as in containerd, so that a mount of a long
 // chain keeps its lowerdir option short. A new snapshot's dirs are built

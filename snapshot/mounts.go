@@ -86,13 +86,3 @@ func lowerdirs(s *Store, layers []uint64) string {
 	}
 	return b.String()
 }
-
-// fuseBackend will return a mount of strata's FUSE filesystem serving the
-// snapshot's overlay.Stack (upper = fs/work of an active snapshot, lowers =
-// the chain), for hosts without kernel overlayfs or with chains beyond the
-// kernel's 500 lowers. Not built yet.
-type fuseBackend struct{}
-
-func (fuseBackend) mounts(s *Store, r *record) ([]Mount, error) {
-	return nil, fmt.Errorf("fuse backend: %w", ErrNotImplemented)
-}

@@ -67,21 +67,36 @@ func (s *Store) View(ctx context.Context, key, parent string, opts ...Opt) ([]Mo
 	return m, nil
 }
 
-func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts []Opt) (_ []Mount, err error) {
+func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts []Opt) ([]Mount, error) {
+	m, r, err := s.createRecord(ctx, kind, key, parent, opts)
+	if err != nil {
+		return nil, err
+	}
+	// FUSE backend: the server runs before the mounts are handed out.
+	if err := s.ensureServed(key, r); err != nil {
+		if rmErr := s.remove(ctx, key); rmErr != nil {
+			err = fmt.Errorf("%w (and removing the snapshot again failed: %v)", err, rmErr)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+func (s *Store) createRecord(ctx context.Context, kind Kind, key, parent string, opts []Opt) (_ []Mount, _ *record, err error) {
 	if s.readOnly {
-		return nil, ErrReadOnly
+		return nil, nil, ErrReadOnly
 	}
 	if key == "" {
-		return nil, fmt.Errorf("empty key: %w", ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("empty key: %w", ErrInvalidArgument)
 	}
 	var info Info
 	for _, o := range opts {
 		if err := o(&info); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.dirMu.RLock()
 	defer s.dirMu.RUnlock()
@@ -89,7 +104,7 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 	// Build the dirs under staging/, outside the transaction.
 	tmp, err := os.MkdirTemp(filepath.Join(s.root, stagingDir), "new-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if tmp != "" {
@@ -97,17 +112,18 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 		}
 	}()
 	if err := os.Mkdir(filepath.Join(tmp, "fs"), 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if kind == KindActive {
 		if err := os.Mkdir(filepath.Join(tmp, "work"), 0o711); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
 	var (
 		renamed string
 		mounts  []Mount
+		rec     *record
 	)
 	err = s.update(func(b buckets) error {
 		if _, err := b.get(key); err == nil {
@@ -143,6 +159,7 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 		if mounts, err = s.backend.mounts(s, r); err != nil {
 			return err
 		}
+		rec = r
 		dst := s.snapDir(id)
 		if err := os.Rename(tmp, dst); err != nil {
 			return err
@@ -157,10 +174,10 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, opts 
 				err = fmt.Errorf("%w (and removing %s failed: %v; Cleanup will retry)", err, renamed, rmErr)
 			}
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	tmp = ""
-	return mounts, nil
+	return mounts, rec, nil
 }
 
 // Commit turns the active snapshot key into the committed snapshot name.
@@ -200,6 +217,16 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 	}); err != nil {
 		return err
 	}
+	s.dirMu.RLock()
+	defer s.dirMu.RUnlock()
+	// The FUSE server (if any) goes first: nothing may write any more.
+	// fuseMu stays held until the snapshot is committed, so that no
+	// concurrent Mounts restarts it meanwhile (lock order: dirMu, fuseMu).
+	s.fuseMu.Lock()
+	defer s.fuseMu.Unlock()
+	if err := s.stopServerIfAnyLocked(id); err != nil {
+		return err
+	}
 	usage, err := diskUsage(ctx, s.fsDir(id))
 	if err != nil {
 		return fmt.Errorf("usage: %w", err)
@@ -211,8 +238,6 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 		return fmt.Errorf("sync layer: %w", err)
 	}
 
-	s.dirMu.RLock()
-	defer s.dirMu.RUnlock()
 	err = s.update(func(b buckets) error {
 		r, err := b.get(key)
 		if err != nil {
@@ -296,6 +321,9 @@ func (s *Store) remove(ctx context.Context, key string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if err := s.stopServerIfAny(id); err != nil {
+		return fmt.Errorf("removed from metadata, but stopping its FUSE server failed (Open or Cleanup will retry): %w", err)
 	}
 	// After the commit: move the dir out of snapshots/ first (atomic), so a
 	// failed RemoveAll leaves garbage in staging/, never a half dir with a
@@ -413,15 +441,23 @@ func (s *Store) Usage(ctx context.Context, key string) (Usage, error) {
 // Mounts returns the mounts that assemble key: writable for an active
 // snapshot, read-only for a view or a committed snapshot.
 func (s *Store) Mounts(ctx context.Context, key string) ([]Mount, error) {
-	var m []Mount
+	var (
+		m   []Mount
+		rec *record
+	)
 	err := s.view(func(b buckets) error {
 		r, err := b.get(key)
 		if err != nil {
 			return err
 		}
+		rec = r
 		m, err = s.backend.mounts(s, r)
 		return err
 	})
+	if err == nil {
+		// never hand out a dead (ENOTCONN) FUSE mount
+		err = s.ensureServed(key, rec)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mounts %q: %w", key, err)
 	}

@@ -136,8 +136,9 @@ type Backend int
 const (
 	// BackendKernel: bind and kernel overlayfs mounts (the default).
 	BackendKernel Backend = iota
-	// BackendFUSE: strata's FUSE filesystem serving the layer stack.
-	// Designed, not implemented: Mounts returns ErrNotImplemented.
+	// BackendFUSE: strata's FUSE filesystem serving the layer stack, one
+	// detached server per snapshot that needs a union; Mounts returns a
+	// bind mount of its mount point (see fuse.go).
 	BackendFUSE
 )
 

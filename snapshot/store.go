@@ -57,9 +57,10 @@ var (
 type Option func(*config)
 
 type config struct {
-	backend     Backend
-	lockTimeout time.Duration
-	readOnly    bool
+	backend       Backend
+	serverCommand ServerCommandFunc
+	lockTimeout   time.Duration
+	readOnly      bool
 }
 
 // WithBackend selects how Mounts assembles snapshots (default kernel).
@@ -92,6 +93,12 @@ type Store struct {
 
 	readOnly bool // opened WithReadOnly; immutable
 
+	backendKind   Backend           // immutable
+	serverCommand ServerCommandFunc // FUSE backend: starts servers; immutable
+	// fuseMu serializes starting and stopping FUSE servers (fuse.go).
+	// Lock order: dirMu, then fuseMu.
+	fuseMu sync.Mutex
+
 	closeMu sync.Mutex // guards closed
 	closed  bool
 }
@@ -100,7 +107,7 @@ type Store struct {
 // ErrLocked, naming the owner, when another owner has the store open, and
 // with ErrUnsupportedFormat when the store was written by a newer format.
 func Open(root string, opts ...Option) (_ *Store, err error) {
-	c := config{backend: BackendKernel, lockTimeout: DefaultLockTimeout}
+	c := config{backend: BackendKernel, lockTimeout: DefaultLockTimeout, serverCommand: DefaultServerCommand}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -135,7 +142,7 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	if err := writeOwner(abs); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	s := &Store{root: abs, db: db, backend: be}
+	s := &Store{root: abs, db: db, backend: be, backendKind: c.backend, serverCommand: c.serverCommand}
 	if s.format, err = initMeta(db, abs); err != nil {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
@@ -158,6 +165,11 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 		os.Remove(filepath.Join(abs, ownerFile))
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	if c.backend == BackendFUSE {
+		// Servers that fail to start now are retried by Mounts, which
+		// reports the error to the caller that needs the mount.
+		_ = s.recoverFUSE()
+	}
 	return s, nil
 }
 
@@ -176,7 +188,7 @@ func openReadOnly(abs string, be backend, c config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: metadata: %w", abs, err)
 	}
-	s := &Store{root: abs, db: db, backend: be, readOnly: true}
+	s := &Store{root: abs, db: db, backend: be, readOnly: true, backendKind: c.backend, serverCommand: c.serverCommand}
 	if s.format, err = readMeta(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)

@@ -28,6 +28,16 @@
 //
 //	STRATA_E2E_PROXY='strata serve --root {root} --address {address} --metrics-address {metrics}'
 //
+// With {backend} in the template, TestContainerdRunAndGC and
+// TestProxyRestart run once per backend as subtests (kernel and fuse, or
+// the comma-separated list in STRATA_E2E_BACKENDS), e.g.
+//
+//	STRATA_E2E_PROXY='strata serve --backend {backend} --root {root} --address {address} --metrics-address {metrics}'
+//
+// With fuse they also check that a running container's rootfs is a FUSE
+// mount under the proxy root, that its FUSE server survives a SIGKILL of
+// the proxy and its restart unchanged, and that no server is left after GC.
+//
 // By default the tests build and run ./cmd/stubproxy, which serves
 // containerd's own overlayfs snapshotter through snapshot/proxy. The proxy
 // must stop cleanly (exit 0) on SIGTERM and must accept a stale socket left

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -20,8 +21,10 @@ echo "E2E-RESULT added=yes deleted=gone wrote=$x"`
 // TestContainerdRunAndGC imports a two-layer image through the proxy, runs a
 // container on it, and checks that containerd's GC removes every snapshot
 // from the proxy.
-func TestContainerdRunAndGC(t *testing.T) {
-	e := newEnv(t)
+func TestContainerdRunAndGC(t *testing.T) { forEachBackend(t, testContainerdRunAndGC) }
+
+func testContainerdRunAndGC(t *testing.T, backend string) {
+	e := newEnvBackend(t, backend)
 
 	// Import unpacked both layers through the proxy, as committed snapshots.
 	ls := e.ctr("snapshots", "--snapshotter", snapshotter, "ls")
@@ -30,6 +33,15 @@ func TestContainerdRunAndGC(t *testing.T) {
 		t.Fatalf("proxy holds %v after import, want 2 committed layers", got)
 	}
 
+	if backend == "fuse" {
+		// a container that stays: its rootfs must be a FUSE mount
+		e.ctr("run", "-d", "--null-io", "--snapshotter", snapshotter, "--fifo-dir", e.fifoDir, e.image, "fusecheck",
+			"/bin/sh", "-c", "exec sleep 600")
+		if fm := e.fuseMounts(); len(fm) != 1 {
+			t.Errorf("fuse backend: want 1 FUSE mount under the proxy root while a container runs, got %v", fm)
+		}
+		e.killAndRemove("fusecheck")
+	}
 	out, err := e.runContainer(snapshotter, "check", "/bin/sh", "-c", checkScript)
 	t.Logf("ctr run --rm output:\n%s", out)
 	if err != nil {
@@ -52,12 +64,17 @@ func TestContainerdRunAndGC(t *testing.T) {
 	if left := mountsUnder(e.dir); len(left) > 0 {
 		t.Errorf("mounts left after the container ended: %v", left)
 	}
+	if left := e.fuseServers(); len(left) > 0 {
+		t.Errorf("FUSE servers left after GC: %v", left)
+	}
 }
 
 // TestProxyRestart kills the proxy while a container runs, restarts it, and
 // checks that the container keeps its rootfs and new containers start.
-func TestProxyRestart(t *testing.T) {
-	e := newEnv(t)
+func TestProxyRestart(t *testing.T) { forEachBackend(t, testProxyRestart) }
+
+func testProxyRestart(t *testing.T, backend string) {
+	e := newEnvBackend(t, backend)
 	e.ctr("run", "-d", "--null-io", "--snapshotter", snapshotter, "--fifo-dir", e.fifoDir, e.image, "sleeper",
 		"/bin/sh", "-c", "echo alive > /alive; exec sleep 600")
 	exec := func(id string, cmd ...string) (string, error) {
@@ -72,7 +89,17 @@ func TestProxyRestart(t *testing.T) {
 		return err
 	})
 
+	servers := e.fuseServers()
+	if backend == "fuse" {
+		t.Logf("FUSE servers before the proxy is killed: %v", servers)
+		if len(servers) == 0 {
+			t.Errorf("fuse backend: no FUSE server serves the running container")
+		}
+	}
 	e.stopProxy(syscall.SIGKILL)
+	if got := e.fuseServers(); !slices.Equal(got, servers) {
+		t.Errorf("FUSE servers changed when the proxy was killed: %v, were %v", got, servers)
+	}
 	if _, err := os.Lstat(e.proxySock); err != nil {
 		t.Logf("killed proxy left no socket: %v", err)
 	} else {
@@ -96,6 +123,9 @@ func TestProxyRestart(t *testing.T) {
 	})
 	t.Logf("containerd answered through the restarted proxy %v after its start", reconnect.Round(time.Millisecond))
 
+	if got := e.fuseServers(); !slices.Equal(got, servers) {
+		t.Errorf("FUSE servers changed over the proxy restart: %v, were %v (a live one must be kept)", got, servers)
+	}
 	out, err = exec("after-restart", "/bin/sh", "-c", "cat /alive; echo more > /more; cat /more")
 	if err != nil || !contains(lines(out), "alive") || !contains(lines(out), "more") {
 		t.Errorf("running container after proxy restart: %v\n%s", err, out)
@@ -123,6 +153,9 @@ func TestProxyRestart(t *testing.T) {
 	if left := mountsUnder(e.dir); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
+	if left := e.fuseServers(); len(left) > 0 {
+		t.Errorf("FUSE servers left after GC: %v", left)
+	}
 }
 
 // TestRunTiming times `ctr run --rm IMAGE ID true` through the proxy and
@@ -132,8 +165,12 @@ func TestRunTiming(t *testing.T) {
 	if os.Getenv(envBench) != "1" {
 		t.Skipf("timing run: set %s=1 (and %s=1) to run it", envBench, envE2E)
 	}
+	forEachBackend(t, testRunTiming)
+}
+
+func testRunTiming(t *testing.T, backend string) {
 	const runs = 20
-	e := newEnv(t)
+	e := newEnvBackend(t, backend)
 	e.importImage("overlayfs")
 	times := map[string][]time.Duration{}
 	for i := 0; i < runs; i++ {

@@ -17,6 +17,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,6 +40,9 @@ const (
 	envE2E   = "STRATA_E2E"
 	envBench = "STRATA_E2E_BENCH"
 	envProxy = "STRATA_E2E_PROXY"
+	// envBackends lists the backends a {backend} template runs with
+	// (comma-separated; default "kernel,fuse").
+	envBackends = "STRATA_E2E_BACKENDS"
 
 	snapshotter = "strata"          // the proxy plugin's name in config.toml
 	imageBase   = "strata.test/e2e" // --base-name for ctr images import
@@ -70,6 +76,7 @@ func requireE2E(t *testing.T) {
 // env is one containerd daemon talking to one proxy, all under dir.
 type env struct {
 	t           *testing.T
+	backend     string // {backend} of the proxy template ("" without one)
 	dir         string // temp dir holding everything below
 	proxyArgv   []string
 	proxyRoot   string
@@ -90,7 +97,36 @@ type env struct {
 // newEnv builds the image, starts the proxy and containerd, and imports the
 // image through the proxy. Cleanup (registered here, run even on failure)
 // removes containers, stops both daemons, unmounts and removes everything.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvBackend(t, "") }
+
+// backends returns the {backend} values to run each test with: nil when
+// the proxy template has no {backend} (one run), else STRATA_E2E_BACKENDS
+// or kernel and fuse.
+func backends() []string {
+	if !strings.Contains(os.Getenv(envProxy), "{backend}") {
+		return nil
+	}
+	if v := os.Getenv(envBackends); v != "" {
+		return strings.Split(v, ",")
+	}
+	return []string{"kernel", "fuse"}
+}
+
+// forEachBackend runs f once per backend (as subtests named after them),
+// or once directly when the template has no {backend}.
+func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
+	bs := backends()
+	if bs == nil {
+		f(t, "")
+		return
+	}
+	for _, b := range bs {
+		t.Run(b, func(t *testing.T) { f(t, b) })
+	}
+}
+
+// newEnvBackend is newEnv with the proxy's {backend} set to backend.
+func newEnvBackend(t *testing.T, backend string) *env {
 	t.Helper()
 	requireE2E(t)
 	guardRunContainerd(t)
@@ -101,6 +137,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{
 		t:         t,
+		backend:   backend,
 		dir:       dir,
 		proxyRoot: filepath.Join(dir, "proxy-root"),
 		proxySock: filepath.Join(dir, "run", "strata.sock"),
@@ -125,7 +162,7 @@ func newEnv(t *testing.T) *env {
 		}
 	})
 	e.metricsAddr = freePort(t)
-	e.proxyArgv = proxyCommand(t, e.proxyRoot, e.proxySock, e.metricsAddr)
+	e.proxyArgv = proxyCommand(t, e.proxyRoot, e.proxySock, e.metricsAddr, backend)
 	e.imageTar = buildImage(t, filepath.Join(dir, "image"))
 
 	e.startProxy()
@@ -140,8 +177,9 @@ func newEnv(t *testing.T) *env {
 
 // proxyCommand returns the argv of the proxy: STRATA_E2E_PROXY's template
 // or a freshly built stubproxy. The template's {root}, {address} and
-// {metrics} (a free 127.0.0.1 port for Prometheus metrics) are replaced.
-func proxyCommand(t *testing.T, root, addr, metrics string) []string {
+// {metrics} (a free 127.0.0.1 port for Prometheus metrics) are replaced,
+// and {backend} by backend.
+func proxyCommand(t *testing.T, root, addr, metrics, backend string) []string {
 	t.Helper()
 	tmpl := os.Getenv(envProxy)
 	if tmpl == "" {
@@ -157,6 +195,7 @@ func proxyCommand(t *testing.T, root, addr, metrics string) []string {
 	for _, f := range strings.Fields(tmpl) {
 		f = strings.ReplaceAll(f, "{root}", root)
 		f = strings.ReplaceAll(f, "{metrics}", metrics)
+		f = strings.ReplaceAll(f, "{backend}", backend)
 		argv = append(argv, strings.ReplaceAll(f, "{address}", addr))
 	}
 	return argv
@@ -745,4 +784,65 @@ func (e *env) proxyMetrics() []string {
 		}
 	}
 	return out
+}
+
+// fuseMounts lists the FUSE mounts under the proxy's root (the FUSE
+// backend's <root>/mounts/<id>).
+func (e *env) fuseMounts() []string {
+	var out []string
+	for _, mp := range mountsUnder(e.proxyRoot) {
+		var st unix.Statfs_t
+		if unix.Statfs(mp, &st) == nil && st.Type == unix.FUSE_SUPER_MAGIC {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+// fuseServers lists "pid target" of the FUSE server processes serving
+// mounts under the proxy's root, sorted.
+func (e *env) fuseServers() []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < 3 || args[1] != "mount" || !slices.Contains(args, "--foreground") {
+			continue
+		}
+		if target := args[len(args)-1]; strings.HasPrefix(target, e.proxyRoot+"/") {
+			out = append(out, fmt.Sprintf("%d %s", pid, target))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// killAndRemove stops and removes the container id.
+func (e *env) killAndRemove(id string) {
+	e.t.Helper()
+	e.ctr("tasks", "kill", "-s", "SIGKILL", id)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := e.ctrErr(cmdTimeout, "tasks", "ls")
+		if err == nil && !strings.Contains(out, id+" ") {
+			break
+		}
+		if err == nil && !strings.Contains(out, "RUNNING") {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("container %s still running: %v %s", id, err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.ctr("tasks", "delete", id)
+	e.ctr("containers", "rm", id)
 }

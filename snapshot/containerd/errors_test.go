@@ -47,13 +47,5 @@ func TestErrorMapping(t *testing.T) {
 		}
 	}
 
-	fuse, err := Open(filepath.Join(t.TempDir(), "fuse"), snapshot.WithBackend(snapshot.BackendFUSE))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fuse.Close()
-	if _, err := fuse.Prepare(ctx, "a", ""); !errdefs.IsNotImplemented(err) {
-		t.Errorf("fuse backend prepare: %v, want not implemented", err)
-	}
 	var _ snapshots.Cleaner = sn.(snapshots.Cleaner)
 }

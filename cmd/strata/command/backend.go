@@ -30,14 +30,25 @@ type MountRequest struct {
 	Stack   *overlay.Stack
 	Target  string // absolute, an existing directory
 	Options overlay.MountOptions
+	// Foreground serves a FUSE mount in this process until it is
+	// unmounted (Mount returns then); otherwise a detached server does.
+	Foreground bool
+	// LogFile is where a FUSE server logs ("" for the default).
+	LogFile string
+	// VFSFlags (MS_NODEV, MS_NOSUID, MS_NOEXEC, MS_NOATIME,
+	// MS_NODIRATIME) are set on a FUSE mount once it is live.
+	VFSFlags uintptr
+	// ready, in a detached FUSE server, reports the mount to the
+	// process that started it.
+	ready *readyPipe
 	// Debugf traces decisions (shown with --debug); Warnf reports what
 	// the user should know (shown always, on stderr). Both are non-nil.
 	Debugf, Warnf func(format string, a ...any)
 }
 
-// Backends by --backend name. The FUSE team replaces backends["fuse"] (from
-// an init in a file of this package, or by assignment before Execute) once
-// package fuse can serve a Stack; nothing else in the CLI needs to change.
+// Backends by --backend name. fuse_backend.go replaces backends["fuse"]
+// with the real FUSE backend from an init; the stub stays for builds
+// without it.
 var backends = map[string]Backend{
 	"kernel": kernelBackend{},
 	"fuse":   unbuiltBackend{name: "fuse", msg: "the FUSE backend is not built yet"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -80,8 +81,9 @@ func (o *checkOptions) run(cmd *cobra.Command) error {
 }
 
 // detachLeakedMounts lazily detaches every mount at or below root, deepest
-// first, and returns their mount points. The store never leaves mounts
-// under its root; one there is left over from a crash.
+// first, and returns their mount points. The store leaves no mounts under
+// its root but the live FUSE mounts of the FUSE backend; any other is left
+// over from a crash.
 func detachLeakedMounts(root string) ([]string, error) {
 	mps, err := mountsUnder(root)
 	if err != nil {
@@ -90,6 +92,12 @@ func detachLeakedMounts(root string) ([]string, error) {
 	sort.Sort(sort.Reverse(sort.StringSlice(mps)))
 	var done []string
 	for _, mp := range mps {
+		// The FUSE backend's live mounts (<root>/mounts/<id>) serve
+		// running containers: not leaks. Dead ones (ENOTCONN) go.
+		var st unix.Statfs_t
+		if strings.HasPrefix(mp, filepath.Join(root, "mounts")+"/") && unix.Statfs(mp, &st) == nil && st.Type == fuseMagic {
+			continue
+		}
 		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			return done, fmt.Errorf("detach %s: %w", mp, err)
 		}

@@ -52,6 +52,16 @@ type classified struct{ err, kind error }
 func (e classified) Error() string   { return e.err.Error() }
 func (e classified) Unwrap() []error { return []error{e.err, e.kind} }
 
+// exitCoded carries an exit status decided elsewhere (by a FUSE server
+// process, reported through its readiness pipe).
+type exitCoded struct {
+	err  error
+	code int
+}
+
+func (e exitCoded) Error() string { return e.err.Error() }
+func (e exitCoded) Unwrap() error { return e.err }
+
 // usagef formats a usage error.
 func usagef(format string, a ...any) error {
 	return classified{fmt.Errorf(format, a...), ErrUsage}
@@ -59,6 +69,9 @@ func usagef(format string, a ...any) error {
 
 // ExitCode maps err to strata's exit status.
 func ExitCode(err error) int {
+	if ec := (exitCoded{}); errors.As(err, &ec) {
+		return ec.code
+	}
 	switch {
 	case err == nil:
 		return ExitOK

@@ -16,8 +16,11 @@ import (
 )
 
 type mountOptions struct {
-	g       *globalOptions
-	options []string // raw -o values; each a comma-separated list
+	g          *globalOptions
+	options    []string // raw -o values; each a comma-separated list
+	foreground bool     // FUSE: serve in this process
+	logFile    string   // FUSE: server log
+	vfsFlags   string   // FUSE: per-mount flags (nodev,nosuid,...), from fuse-strata
 }
 
 func newMountCommand(g *globalOptions) *cobra.Command {
@@ -46,7 +49,13 @@ KEY' prints. The plain form takes fuse-overlayfs's and kernel overlayfs's
 -o may be repeated; relative paths are taken against the current
 directory. Any other option is refused. --backend picks kernel overlayfs
 ("kernel"), strata's FUSE server ("fuse") or the kernel where it works
-("auto", the default).`,
+("auto", the default: also FUSE beyond the kernel's 500 lower layers).
+
+A FUSE mount is served by a strata process: by default 'mount' starts one
+in the background and exits 0 once the mount is live (or fails with the
+server's error); -f keeps it in the foreground. The server logs to --log,
+unmounts on SIGTERM/SIGINT and exits when the mount goes ('strata umount').
+allow_other and default_permissions are on.`,
 		Example: `  strata mount c1 /mnt/c1
   strata mount -o lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w /mnt/c
   strata mount -o lowerdir=img -o ro /mnt/view`,
@@ -73,6 +82,10 @@ directory. Any other option is refused. --backend picks kernel overlayfs
 		},
 	}
 	cmd.Flags().StringArrayVarP(&o.options, "options", "o", nil, "comma-separated mount options (repeatable)")
+	cmd.Flags().BoolVarP(&o.foreground, "foreground", "f", false, "FUSE: serve in the foreground until unmounted (default: detach once mounted)")
+	cmd.Flags().StringVar(&o.vfsFlags, "vfs-flags", "", "FUSE: per-mount flags nodev,nosuid,noexec,noatime,nodiratime (fuse-strata's -o)")
+	_ = cmd.Flags().MarkHidden("vfs-flags")
+	cmd.Flags().StringVar(&o.logFile, "log", "", "FUSE: server log file (default "+DefaultLogDir+"/fuse-<target>.log when detached, stderr in the foreground)")
 	return cmd
 }
 
@@ -274,10 +287,24 @@ type mountReport struct {
 	ReadOnly bool     `json:"readonly"`
 }
 
-func (o *mountOptions) run(cmd *cobra.Command, target string) error {
+func (o *mountOptions) run(cmd *cobra.Command, target string) (err error) {
+	// A detached FUSE server reports any failure to the process that
+	// started it (fuse_backend.go), whatever step fails.
+	ready, err := takeReadyPipe()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ready.report(err) }()
 	spec, err := parseMountOptions(o.options)
 	if err != nil {
 		return err
+	}
+	vfs, err := parseVFSFlags(o.vfsFlags)
+	if err != nil {
+		return err
+	}
+	if vfs != 0 && o.g.backend != "fuse" {
+		return usagef("--vfs-flags needs --backend fuse")
 	}
 	if err := spec.resolve(); err != nil {
 		return err
@@ -304,6 +331,7 @@ func (o *mountOptions) run(cmd *cobra.Command, target string) error {
 	o.g.debugf(cmd, "stack: upper %q work %q lowers %q; options %+v", s.Upper(), s.Work(), s.Lowers(), mo)
 	req := MountRequest{
 		Stack: s, Target: target, Options: mo,
+		Foreground: o.foreground, LogFile: o.logFile, VFSFlags: vfs, ready: ready,
 		Debugf: func(format string, a ...any) { o.g.debugf(cmd, format, a...) },
 		Warnf: func(format string, a ...any) {
 			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: mount: "+format+"\n", a...)

@@ -67,6 +67,7 @@ func (o *mountOptions) runSnapshot(cmd *cobra.Command, key, target string) error
 		}
 		req := MountRequest{
 			Stack: st, Target: target, Options: overlay.MountOptions{ReadOnly: ro || st.ReadOnly()},
+			Foreground: o.foreground, LogFile: o.logFile,
 			Debugf: func(format string, a ...any) { o.g.debugf(cmd, format, a...) },
 			Warnf: func(format string, a ...any) {
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: mount: "+format+"\n", a...)

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stratafs/strata/internal/testutil"
 )
 
@@ -55,6 +57,40 @@ func TestMountSnapshot(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(mnt, "x"), nil, 0o644))
 	ok(t, root, "umount", mnt)
 	contains(t, ok(t, root, "diff", "--stat", "scratch"), "A /x\n")
+	ok(t, root, "check")
+}
+
+func TestMountSnapshot_FUSE(t *testing.T) {
+	testutil.RequireFUSE(t)
+	root, img := demoStore(t)
+	ok(t, root, "prepare", "c1", img.ChainIDs[2].String())
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	cleanupMount(t, mnt)
+	ok(t, root, "--backend", "fuse", "mount", "--log", filepath.Join(t.TempDir(), "log"), "c1", mnt)
+	var st unix.Statfs_t
+	must(t, unix.Statfs(mnt, &st))
+	equal(t, int64(fuseMagic), int64(st.Type), "statfs type")
+	b, err := os.ReadFile(filepath.Join(mnt, "etc/motd"))
+	must(t, err)
+	equal(t, "welcome to layer 2\n", string(b))
+	equal(t, "[c.conf]", fmtNames(t, filepath.Join(mnt, "app/config")))
+	must(t, os.WriteFile(filepath.Join(mnt, "etc/new"), []byte("hi"), 0o644))
+
+	// A second FUSE server on the same upper dir is refused, as the
+	// kernel refuses a second overlay mount.
+	mnt2 := filepath.Join(t.TempDir(), "mnt2")
+	must(t, os.Mkdir(mnt2, 0o755))
+	cleanupMount(t, mnt2)
+	r := runIn(t, root, "--backend", "fuse", "mount", "--log", filepath.Join(t.TempDir(), "log"), "c1", mnt2)
+	equal(t, ExitExists, r.code, r.stderr)
+	contains(t, r.stderr, "already in use")
+	if mountedHere(t, mnt2) {
+		t.Fatal("second FUSE mount of one upper dir")
+	}
+
+	ok(t, root, "umount", mnt)
+	contains(t, ok(t, root, "diff", "--stat", "c1"), "A /etc/new\n")
 	ok(t, root, "check")
 }
 

@@ -236,8 +236,8 @@ func TestMount_Errors(t *testing.T) {
 			`strata: mount: unknown option "nodev" (known: lowerdir, upperdir, workdir, ro, rw, volatile, fsync, userxattr, xino)`},
 		{"no target", []string{"-o", "lowerdir=" + lowerdir}, ExitUsage,
 			"strata: mount: want 1 argument(s) (TARGET), got 0; see 'strata mount --help'"},
-		{"fuse backend", []string{"--backend", "fuse", "-o", "lowerdir=" + lowerdir + up, mnt}, ExitNotSupported,
-			"strata: mount: the FUSE backend is not built yet"},
+		{"fuse backend, missing lowerdir", []string{"--backend", "fuse", "-o", "lowerdir=/nonexistent/x" + up, mnt}, ExitNotFound,
+			`strata: mount: lowerdir "/nonexistent/x": no such file or directory`},
 		{"bad backend", []string{"--backend", "zfs", "-o", "lowerdir=" + lowerdir, mnt}, ExitUsage,
 			`strata: mount: --backend "zfs": want one of auto, kernel, fuse`},
 	} {

@@ -2,7 +2,7 @@
 // subcommand, each with an options struct and a RunE that writes to
 // cmd.OutOrStdout(), and one in-process test per subcommand. No union or
 // snapshot logic lives here: commands parse, validate and call overlay and
-// snapshot (and later fuse). Snapshot commands use the vocabulary of
+// snapshot and fuse. Snapshot commands use the vocabulary of
 // containerd's `ctr snapshots`; inspection commands open the store
 // read-only, all fail at once when another process owns it.
 package command
@@ -80,8 +80,8 @@ func NewRootCommand() *cobra.Command {
 		Use:   "strata",
 		Short: "Layered copy-on-write filesystem for containers",
 		Long: `strata stacks directory layers into one copy-on-write view, as kernel
-overlayfs does, and mounts it with kernel overlayfs or (later) its own FUSE
-backend. Its layers use kernel overlayfs's on-disk format.
+overlayfs does, and mounts it with kernel overlayfs or its own FUSE server
+(--backend fuse; invoked as fuse-strata it is a drop-in for fuse-overlayfs). Its layers use kernel overlayfs's on-disk format.
 
 Its snapshot store (--root) holds image layers and containers as containerd
 snapshots: import an image (import-image), look at it (ls, tree, layers,

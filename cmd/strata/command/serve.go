@@ -32,7 +32,13 @@ gRPC API on a unix socket, for containerd's proxy_plugins:
     address = "` + DefaultAddress + `"
 
 It stops on SIGTERM or SIGINT: it stops accepting, lets calls in flight
-finish, and leaves running containers' root filesystems mounted.`,
+finish, and leaves running containers' root filesystems mounted.
+
+With --backend fuse each container's rootfs (and each multi-layer view)
+is served by its own FUSE server process under --root/mounts/; those
+servers outlive serve (a restart keeps them; one that died is remounted).
+Under systemd use KillMode=process (or mixed) so that stopping serve does
+not kill them.`,
 		Args: exactArgs(0, "none"),
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}

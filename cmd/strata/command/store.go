@@ -192,9 +192,17 @@ func refuseLeakedMounts(root string) error {
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	mps, err := mountsUnder(abs)
+	all, err := mountsUnder(abs)
 	if err != nil {
 		return err
+	}
+	// The FUSE backend's own mounts (snapshot/fuse.go) are not leaks;
+	// Check reports the dead ones.
+	var mps []string
+	for _, mp := range all {
+		if !strings.HasPrefix(mp, filepath.Join(abs, "mounts")+"/") {
+			mps = append(mps, mp)
+		}
 	}
 	if len(mps) > 0 {
 		return fmt.Errorf("open store %s: %w at %s; run 'strata check --repair' to detach it", abs, ErrLeakedMount, strings.Join(mps, ", "))

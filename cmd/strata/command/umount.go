@@ -23,7 +23,8 @@ func newUmountCommand(g *globalOptions) *cobra.Command {
 		Short:   "Unmount a strata mount (kernel overlayfs or FUSE)",
 		Long: `Unmount the mount on TARGET with the backend that made it: FUSE mounts with
 the FUSE backend, others (overlayfs) with the kernel backend. A TARGET that
-is not a mount point is an error (exit status 3).`,
+is not a mount point is an error (exit status 3). A FUSE mount whose
+server is gone (ENOTCONN) is detached.`,
 		Args: exactArgs(1, "TARGET"),
 		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 			return nil, cobra.ShellCompDirectiveFilterDirs
@@ -38,6 +39,14 @@ func (o *umountOptions) run(cmd *cobra.Command, target string) error {
 	abs, err := filepath.Abs(target)
 	if err != nil {
 		return fmt.Errorf("%q: %w", target, err)
+	}
+	// A FUSE mount whose server died answers everything with ENOTCONN,
+	// even the lookups isMountPoint needs: detach it first.
+	if cleared, err := clearDeadFUSE(abs); err != nil {
+		return err
+	} else if cleared {
+		o.g.debugf(cmd, "detached dead FUSE mount %s", abs)
+		return nil
 	}
 	mounted, err := isMountPoint(abs)
 	if err != nil {

@@ -27,9 +27,9 @@ test: check-go deps ## go vet, then go test -race ./... (STRATA_REQUIRE_MOUNT=1:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 25m ./... 2>&1
 
-e2e: build deps ## end-to-end: real containerd + runc with strata serve as proxy snapshotter (root, < 5 min)
+e2e: build deps ## end-to-end: real containerd + runc, strata serve as proxy snapshotter, kernel and FUSE backends (root)
 	bash internal/e2e/setup.sh
-	STRATA_E2E=1 STRATA_E2E_PROXY="$(CURDIR)/$(BIN) serve --root {root} --address {address} --metrics-address {metrics}" \
+	STRATA_E2E=1 STRATA_E2E_PROXY="$(CURDIR)/$(BIN) serve --backend {backend} --root {root} --address {address} --metrics-address {metrics}" \
 		$(GO) test -count=1 -v -timeout 5m ./internal/e2e 2>&1
 
 stress: check-go deps ## long checks kept out of make test: crash kills, a million entries, GOMAXPROCS=1 rerun (root)

@@ -59,8 +59,8 @@ func AllBackends(scratch string) []Backend {
 		newNative(scratch),
 		&kernelBackend{name: "kernel-overlayfs", scratch: scratch},
 		&kernelBackend{name: "strata-kernel", strata: true, scratch: scratch},
-		&fuseOverlayfs{},
-		strataFUSE{},
+		newFuseOverlayfs(),
+		newStrataFUSE(),
 	}
 }
 
@@ -145,21 +145,3 @@ func backendNames(all []Backend) []string {
 	return ns
 }
 
-// strataFUSE is the seam for strata's FUSE backend (package fuse). It is
-// not built yet, so it is always unavailable.
-//
-// TODO(fuse): mount fuse.FS over overlay.NewStack(layers, ...) with
-// go-fuse MountOptions.DirectMount=true and return its Unmount.
-type strataFUSE struct{}
-
-var _ Backend = strataFUSE{}
-
-func (strataFUSE) Name() string { return "strata-fuse" }
-
-func (strataFUSE) Available() error {
-	return fmt.Errorf("strata-fuse: %w: the strata FUSE backend (package fuse) is not built yet", ErrUnavailable)
-}
-
-func (b strataFUSE) Mount(layers []string, upper, work, target string) (func() error, error) {
-	return nil, b.Available()
-}

@@ -209,43 +209,90 @@ func (k *kernelBackend) mountStrata(layers []string, upper, work, target string,
 	return nil
 }
 
-// fuseOverlayfs runs the fuse-overlayfs binary with its default options.
-type fuseOverlayfs struct{}
+// fuseDaemon runs a FUSE overlay program that takes fuse-overlayfs's
+// command line (-o lowerdir=…,upperdir=…,workdir=… TARGET) and returns
+// once the mount is live: fuse-overlayfs itself, and strata's FUSE backend
+// (`strata mount --backend fuse`, the same argv as its fuse-strata name).
+type fuseDaemon struct {
+	name       string
+	durability string
+	// command returns the program and the arguments before -o.
+	command func() (string, []string, error)
+}
 
-var _ Backend = (*fuseOverlayfs)(nil)
+var _ Backend = (*fuseDaemon)(nil)
 
-func (*fuseOverlayfs) Name() string { return "fuse-overlayfs" }
+func newFuseOverlayfs() *fuseDaemon {
+	return &fuseDaemon{name: "fuse-overlayfs", durability: "no fsync", command: func() (string, []string, error) {
+		p, err := exec.LookPath("fuse-overlayfs")
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: binary not found (apt-get install fuse-overlayfs fuse3)", ErrUnavailable)
+		}
+		return p, nil, nil
+	}}
+}
 
-func (*fuseOverlayfs) CopyUpDurability() string { return "no fsync" }
+// StrataBinEnv names the strata binary strata-fuse runs (default: bin/strata
+// below the working dir, as `make build` writes it, then PATH).
+const StrataBinEnv = "STRATA_BIN"
 
-func (*fuseOverlayfs) Available() error {
+func newStrataFUSE() *fuseDaemon {
+	return &fuseDaemon{name: "strata-fuse", durability: "fsync per copy-up", command: func() (string, []string, error) {
+		p := os.Getenv(StrataBinEnv)
+		if p == "" {
+			if _, err := os.Stat("bin/strata"); err == nil {
+				p = "bin/strata"
+			} else if p, err = exec.LookPath("strata"); err != nil {
+				return "", nil, fmt.Errorf("%w: no strata binary (make build, or set %s)", ErrUnavailable, StrataBinEnv)
+			}
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", nil, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", nil, fmt.Errorf("%w: %v (make build, or set %s)", ErrUnavailable, err, StrataBinEnv)
+		}
+		return abs, []string{"mount", "--backend", "fuse"}, nil
+	}}
+}
+
+func (d *fuseDaemon) Name() string { return d.name }
+
+func (d *fuseDaemon) CopyUpDurability() string { return d.durability }
+
+func (d *fuseDaemon) Available() error {
 	if err := requireRoot(); err != nil {
-		return fmt.Errorf("fuse-overlayfs: %w", err)
+		return fmt.Errorf("%s: %w", d.name, err)
 	}
-	if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
-		return fmt.Errorf("fuse-overlayfs: %w: binary not found (apt-get install fuse-overlayfs fuse3)", ErrUnavailable)
+	if _, _, err := d.command(); err != nil {
+		return fmt.Errorf("%s: %w", d.name, err)
 	}
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("fuse-overlayfs: %w: /dev/fuse: %v", ErrUnavailable, err)
+		return fmt.Errorf("%s: %w: /dev/fuse: %v", d.name, ErrUnavailable, err)
 	}
 	unix.Close(fd)
 	return nil
 }
 
-func (*fuseOverlayfs) Mount(layers []string, upper, work, target string) (func() error, error) {
+func (d *fuseDaemon) Mount(layers []string, upper, work, target string) (func() error, error) {
+	prog, args, err := d.command()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.name, err)
+	}
 	opts := "lowerdir=" + strings.Join(layers, ":")
 	if upper != "" {
 		opts += ",upperdir=" + upper + ",workdir=" + work
 	}
-	// fuse-overlayfs daemonizes once the mount is live.
-	cmd := exec.Command("fuse-overlayfs", "-o", opts, target)
+	// Both daemonize once the mount is live.
+	cmd := exec.Command(prog, append(args, "-o", opts, target)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("fuse-overlayfs: mount %s: %w: %s", target, err, bytes.TrimSpace(out))
+		return nil, fmt.Errorf("%s: mount %s: %w: %s", d.name, target, err, bytes.TrimSpace(out))
 	}
 	return func() error {
 		if err := unix.Unmount(target, 0); err != nil {
-			return fmt.Errorf("fuse-overlayfs: unmount %s: %w", target, err)
+			return fmt.Errorf("%s: unmount %s: %w", d.name, target, err)
 		}
 		return nil
 	}, nil

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,7 +11,11 @@ import (
 	"github.com/stratafs/strata/internal/testutil"
 )
 
+// noStrataBin makes strata-fuse unavailable: its binary is missing.
+func noStrataBin(t *testing.T) { t.Setenv(StrataBinEnv, filepath.Join(t.TempDir(), "no-strata")) }
+
 func TestUnavailableBackendIsAnError(t *testing.T) {
+	noStrataBin(t)
 	_, err := Run(Options{Spec: tinySpec(1), Backends: []string{"strata-fuse"}, Out: t.TempDir()})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Run with strata-fuse: %v, want ErrUnavailable", err)
@@ -25,6 +30,7 @@ func TestUnavailableBackendIsAnError(t *testing.T) {
 }
 
 func TestDefaultSelectionSkipsUnavailable(t *testing.T) {
+	noStrataBin(t)
 	all := AllBackends(t.TempDir())
 	_, skipped, _ := SelectBackends(all, nil)
 	found := false
@@ -40,10 +46,26 @@ func TestDefaultSelectionSkipsUnavailable(t *testing.T) {
 
 func TestSmokeKernel(t *testing.T) {
 	testutil.RequireOverlay(t)
+	smoke(t, "kernel-overlayfs")
+}
+
+// TestSmokeStrataFUSE runs the harness on strata's FUSE backend through a
+// freshly built strata binary, as `make bench-backends` does.
+func TestSmokeStrataFUSE(t *testing.T) {
+	testutil.RequireFUSE(t)
+	bin := filepath.Join(t.TempDir(), "strata")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/strata").CombinedOutput(); err != nil {
+		t.Fatalf("build strata: %v\n%s", err, out)
+	}
+	t.Setenv(StrataBinEnv, bin)
+	smoke(t, "strata-fuse")
+}
+
+func smoke(t *testing.T, backend string) {
 	for _, st := range []CacheState{Warm, Remount} {
 		rep, err := Run(Options{
 			Spec:      tinySpec(1),
-			Backends:  []string{"kernel-overlayfs"},
+			Backends:  []string{backend},
 			Workloads: []string{"readdir-wide", "stat-*-d4", "append-large"},
 			States:    []CacheState{st},
 			Rounds:    1,
@@ -64,7 +86,7 @@ func TestSmokeKernel(t *testing.T) {
 		if err := rep.WriteMarkdown(&md); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(md.String(), "| readdir-wide | "+string(st)+" | kernel-overlayfs |") {
+		if !strings.Contains(md.String(), "| readdir-wide | "+string(st)+" | "+backend+" |") {
 			t.Fatalf("markdown lacks the readdir-wide row:\n%s", md.String())
 		}
 	}

@@ -144,4 +144,3 @@ func backendNames(all []Backend) []string {
 	}
 	return ns
 }
-

@@ -40,7 +40,7 @@ fuzz: check-go ## run each fuzz target for FUZZTIME (default 30s)
 	@bash .ci/fuzz
 
 demo: build deps ## a guided tour: import an image into a store, inspect, mount, write, diff, commit (root)
-	@STRATA=$(BIN) bash scripts/demo.sh
+	@STRATA=$(BIN) bash internal/demo/demo.sh
 
 bench: check-go ## run every benchmark with -benchmem (no tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

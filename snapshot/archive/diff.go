@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -104,14 +103,16 @@ func WriteDiff(ctx context.Context, w io.Writer, layerDir string, lowers []strin
 	if cfg.compression == Uncompressed {
 		tarOut = cw // the diff ID is the digest: hash once
 	}
-	bw := bufio.NewWriterSize(tarOut, 256<<10)
+	// Compression and hashing run in the write-behind goroutine.
+	bw := newWriteBehind(tarOut, 4, 256<<10)
+	defer bw.Close()
 	tw := tar.NewWriter(bw)
 	e := newExporter(ctx, layerDir, lowers, cfg.format)
 	e.tw, e.sum = tw, &sum
 	if err := e.walkUpper(""); err != nil {
 		return sum, fmt.Errorf("write diff of %s: %w", layerDir, err)
 	}
-	for _, f := range []func() error{tw.Close, bw.Flush, cw.Close} {
+	for _, f := range []func() error{tw.Close, bw.Close, cw.Close} {
 		if err := f(); err != nil {
 			return sum, fmt.Errorf("write diff of %s: %w", layerDir, err)
 		}

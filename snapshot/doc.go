@@ -94,11 +94,12 @@
 //     NoSync). A snapshot exists once its transaction has committed, and
 //     not before.
 //   - Committed layers: [Store.Commit] (and so [Store.ImportTar], which
-//     commits through it) calls archive.SyncDir (syncfs of the filesystem
-//     holding the layer) before the Commit transaction, so a committed
-//     layer's files, and the rename of its dir into snapshots/, are on disk
-//     before the metadata says it is committed. One syncfs per layer
-//     instead of an fsync per file. This holds for layers written through
+//     commits through it) makes the layer's files durable before the
+//     Commit transaction, so a committed layer's files, and the rename of
+//     its dir into snapshots/, are on disk before the metadata says it is
+//     committed: an fsync of each file and dir when the layer has at most
+//     256 inodes (a typical container commit), else one syncfs of the
+//     filesystem (an imported layer). This holds for layers written through
 //     a mount too (containerd's overlay snapshotter's Commit syncs nothing,
 //     so after a power loss it can name a committed layer whose files were
 //     never written back).

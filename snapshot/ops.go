@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/stratafs/strata/snapshot/archive"
 	"os"
 	"path/filepath"
 	"strings"
@@ -233,8 +232,7 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 	}
 	// A committed layer is content the store vouches for (chain IDs name
 	// it): its files reach the disk before the metadata says committed.
-	// One syncfs, not an fsync per file.
-	if err := archive.SyncDir(s.fsDir(id)); err != nil {
+	if err := syncLayer(s.fsDir(id), usage.Inodes); err != nil {
 		return fmt.Errorf("sync layer: %w", err)
 	}
 

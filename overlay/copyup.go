@@ -201,7 +201,7 @@ func (s *Stack) copyObjectLocked(e *Entry, meta bool) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			_ = os.RemoveAll(tmp) // best effort: the error returned is err
 		}
 	}()
 	st := &e.Stat
@@ -220,7 +220,7 @@ func (s *Stack) copyObjectLocked(e *Entry, meta bool) (err error) {
 			err = unix.Symlink(target, tmp)
 		}
 	default: // fifo, socket, char and block devices
-		err = unix.Mknod(tmp, st.Mode, int(st.Rdev))
+		err = unix.Mknod(tmp, st.Mode, int(st.Rdev)) //nolint:gosec // a dev_t fits int on 64-bit Linux
 	}
 	if err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
@@ -241,7 +241,7 @@ func (s *Stack) copyObjectLocked(e *Entry, meta bool) (err error) {
 	}
 	if err == unix.EEXIST {
 		// Someone outside this Stack made the name meanwhile; theirs wins.
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: the object is in place, a stray tmp is harmless
 		return nil
 	}
 	if err != nil {
@@ -261,11 +261,15 @@ func makeMetacopy(p string, size int64, xname string) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
 	if err := unix.Ftruncate(fd, size); err != nil {
+		_ = unix.Close(fd)
 		return err
 	}
-	return unix.Fsetxattr(fd, xname, nil, 0)
+	if err := unix.Fsetxattr(fd, xname, nil, 0); err != nil {
+		_ = unix.Close(fd)
+		return err
+	}
+	return unix.Close(fd)
 }
 
 // renameNoReplace renames old to new unless new exists (EEXIST). Where the
@@ -391,7 +395,7 @@ func (s *Stack) copyFileData(src, dst string) (err error) {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: src, Err: err}
 	}
-	defer unix.Close(ifd)
+	defer closeFD(ifd)
 	ofd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "create", Path: dst, Err: err}

@@ -266,7 +266,7 @@ func TestHidden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := fmt.Sprint(h); got != want && !(want == "[]" && h == nil) {
+		if got := fmt.Sprint(h); got != want && (want != "[]" || h != nil) {
 			t.Errorf("Hidden(%s) = %s, want %s", p, got, want)
 		}
 	}

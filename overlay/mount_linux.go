@@ -365,7 +365,7 @@ func mountFsmount(p *plan, feats Features) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsopen overlay: %w", err)
 	}
-	defer unix.Close(fsfd)
+	defer closeFD(fsfd)
 
 	// A path over fsconfig's 255 bytes goes in as a file descriptor when
 	// the kernel takes layers that way (6.13+); else, from a thread with
@@ -379,14 +379,14 @@ func mountFsmount(p *plan, feats Features) ([]string, error) {
 	setPath := func(chdir func(string) error, key, path string) error {
 		var err error
 		switch {
-		case len(path) <= maxFsconfigString && !(feats.LayerFD && strings.ContainsRune(path, '\\')):
+		case len(path) <= maxFsconfigString && (!feats.LayerFD || !strings.ContainsRune(path, '\\')):
 			err = unix.FsconfigSetString(fsfd, key, path)
 		case feats.LayerFD:
 			var fd int
 			fd, err = openLayerFD(path, feats.layerFDRead)
 			if err == nil {
 				err = unix.FsconfigSetFd(fsfd, key, fd)
-				unix.Close(fd)
+				closeFD(fd)
 			}
 		case chdir != nil:
 			if err = chdir(filepath.Dir(path)); err == nil {
@@ -448,7 +448,7 @@ func mountFsmount(p *plan, feats Features) ([]string, error) {
 	}
 	err = unix.MoveMount(mfd, "", unix.AT_FDCWD, p.target, unix.MOVE_MOUNT_F_EMPTY_PATH)
 	// The mount fd pins the mount: close it before anyone may unmount.
-	unix.Close(mfd)
+	closeFD(mfd)
 	if err != nil {
 		return nil, fmt.Errorf("move_mount: %w", err)
 	}
@@ -654,7 +654,7 @@ func bindMount(src, target string, readOnly bool, feats Features) (string, error
 		if err != nil {
 			return "", fmt.Errorf("open_tree %s: %w", src, err)
 		}
-		defer unix.Close(fd)
+		defer closeFD(fd)
 		if readOnly {
 			attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
 			if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {

@@ -205,7 +205,7 @@ func TestMountReadOnlyMultiLower(t *testing.T) {
 	l := mkdirs(t, base, "l%d", 3)
 	writeFile(t, filepath.Join(l[2], "gone"), "hidden below a whiteout")
 	writeFile(t, filepath.Join(l[2], "kept"), "kept")
-	if err := unix.Mknod(filepath.Join(l[0], "gone"), unix.S_IFCHR|0o000, 0); err != nil {
+	if err := unix.Mknod(filepath.Join(l[0], "gone"), unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
 	}
 	target, res := mountT(t, mustStack(t, l), MountOptions{})

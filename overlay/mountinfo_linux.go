@@ -63,7 +63,7 @@ func readMountinfo() ([]mountEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	entries, err := parseMountinfo(f)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: /proc/self/mountinfo: %w", err)

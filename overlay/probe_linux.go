@@ -107,7 +107,7 @@ func Probe() (Features, error) {
 	if err != nil {
 		return Features{}, fmt.Errorf("overlay: probe: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // best effort: a temp dir
 	f, err := probeIn(dir)
 	if err != nil {
 		return f, err
@@ -123,7 +123,7 @@ func ProbeDir(dir string) (Features, error) {
 	if err != nil {
 		return Features{}, fmt.Errorf("overlay: probe: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // best effort: a temp dir
 	return probeIn(tmp)
 }
 
@@ -158,7 +158,7 @@ func probeIn(dir string) (Features, error) {
 	case err == nil:
 		f.NewMountAPI = true
 		f.LowerdirPlus = unix.FsconfigSetString(fsfd, "lowerdir+", lower) == nil
-		unix.Close(fsfd)
+		closeFD(fsfd)
 		if !f.LowerdirPlus {
 			f.Notes = append(f.Notes, "lowerdir+: not accepted by fsconfig (kernel before 6.8?)")
 		}
@@ -216,14 +216,14 @@ func probeLayerFD(f *Features, dir, lower string) error {
 		if err != nil {
 			return err
 		}
-		defer unix.Close(fsfd)
+		defer closeFD(fsfd)
 		for _, kv := range [][2]string{{"lowerdir+", lower}, {"upperdir", upper}, {"workdir", work}} {
 			fd, err := openLayerFD(kv[1], read)
 			if err != nil {
 				return err
 			}
 			err = unix.FsconfigSetFd(fsfd, kv[0], fd)
-			unix.Close(fd)
+			closeFD(fd)
 			if err != nil {
 				return fmt.Errorf("%s: %w%s", kv[0], err, kernelSays(readFsLog(fsfd)))
 			}
@@ -236,7 +236,7 @@ func probeLayerFD(f *Features, dir, lower string) error {
 		if err != nil {
 			return fmt.Errorf("fsmount: %w", err)
 		}
-		unix.Close(mfd)
+		closeFD(mfd)
 		return nil
 	}
 	err := try(false)

@@ -1,13 +1,13 @@
 package overlay
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io/fs"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,7 +102,7 @@ func readDirents(dir string, buf []byte, fn func(fd int, name []byte, typ uint8,
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer unix.Close(fd)
+	defer closeFD(fd)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
@@ -117,8 +117,8 @@ func readDirents(dir string, buf []byte, fn func(fd int, name []byte, typ uint8,
 		// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
 		for off := 0; off < n; {
 			rec := buf[off:n]
-			ino := *(*uint64)(unsafe.Pointer(&rec[0]))
-			reclen := int(*(*uint16)(unsafe.Pointer(&rec[16])))
+			ino := binary.NativeEndian.Uint64(rec[0:8])
+			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
 			typ := rec[18]
 			name := rec[19:reclen]
 			if i := indexZero(name); i >= 0 {
@@ -182,3 +182,8 @@ func statMode(m uint32) fs.FileMode {
 	}
 	return 0
 }
+
+// closeFD closes fd where a close error carries nothing to act on: a
+// read-only fd, or a mount API fd (fsopen, fsmount, open_tree). A fd that
+// was written to is closed with its error checked instead.
+func closeFD(fd int) { _ = unix.Close(fd) }

@@ -118,7 +118,7 @@ func (s *Stack) removeLocked(e *Entry, whiteout bool) error {
 		err = unix.Rename(tmp, dst)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) // best effort: the rename error is the one to report
 		return &os.LinkError{Op: "rename whiteout", Old: tmp, New: dst, Err: err}
 	}
 	if isDir && inUpper {

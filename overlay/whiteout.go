@@ -156,7 +156,7 @@ func (f Format) IsXattrWhiteout(p string, st *unix.Stat_t, parentX bool) (bool, 
 // dir. It fails with EEXIST if the name exists.
 func MakeWhiteout(dir, name string) error {
 	p := path.Join(dir, name)
-	if err := unix.Mknod(p, unix.S_IFCHR|0o000, 0); err != nil {
+	if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil { // mode 0000, device 0/0
 		return &os.PathError{Op: "mknod whiteout", Path: p, Err: err}
 	}
 	return nil

@@ -112,7 +112,7 @@ func DevConsistent(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	var fst unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func PermissionBits(t *testing.T, b Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Close()
+		closeFile(t, f)
 	}
 	if err := os.Chmod(e.p("f640"), 0o604); err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func Statfs(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	var s unix.Statfs_t
 	if err := unix.Fstatfs(int(f.Fd()), &s); err != nil {
 		t.Errorf("fstatfs: %v", err)

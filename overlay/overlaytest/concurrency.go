@@ -39,8 +39,8 @@ func ConcurrentCopyUp(t *testing.T, b Backend) {
 				errs <- err
 				return
 			}
-			defer f.Close()
-			if _, err := f.WriteAt(bytes.Repeat([]byte{byte('0' + i)}, chunk), int64(i*chunk)); err != nil {
+			defer closeFile(t, f)
+			if _, err := f.WriteAt(bytes.Repeat([]byte{byte('0' + i)}, chunk), int64(i*chunk)); err != nil { //nolint:gosec // i < n = 8
 				errs <- err
 			}
 		})
@@ -92,12 +92,12 @@ func OpenFdAcrossCopyUp(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // read-only
 	mem, err := unix.Mmap(int(r.Fd()), 0, 4096, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatalf("mmap of a lower file: %v", err)
 	}
-	defer unix.Munmap(mem)
+	defer func() { _ = unix.Munmap(mem) }() // a read-only mapping
 	if string(mem[:10]) != "lower data" {
 		t.Errorf("mapping reads %q before copy-up", mem[:10])
 	}

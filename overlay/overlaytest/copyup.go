@@ -42,7 +42,7 @@ var (
 )
 
 func cuData(off int64) []byte {
-	return bytes.Repeat([]byte{byte('a' + off%251)}, cuBlock)
+	return bytes.Repeat([]byte{byte('a' + off%251)}, cuBlock) //nolint:gosec // off >= 0, so 'a'+off%251 < 256
 }
 
 // cuLower writes the copy-up source into l.
@@ -102,7 +102,7 @@ var copyUpOps = map[string]copyUpOp{
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer closeFile(t, f)
 		if _, err := f.WriteAt([]byte("XY"), cuWriteOff); err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ var copyUpOps = map[string]copyUpOp{
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		if _, err := f.ReadAt(b, cuWriteOff); err != nil || string(b) != "XY" {
 			t.Errorf("%s: written bytes read back as %q, %v", p, b, err)
 		}
@@ -294,7 +294,7 @@ func cuCheckData(t *testing.T, p string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	buf := make([]byte, cuBlock)
 	for _, off := range cuOffsets {
 		if _, err := f.ReadAt(buf, off); err != nil {
@@ -400,7 +400,7 @@ func OpenTrunc(t *testing.T, b Backend) {
 	if st, _ := f.Stat(); st.Size() != 0 {
 		t.Errorf("fstat after O_TRUNC open: size %d", st.Size())
 	}
-	f.Close()
+	closeFile(t, f)
 	wantContent(t, e.p("f"), "new")
 	wantContent(t, e.p("g"), "")
 	e.unmount()
@@ -425,7 +425,7 @@ func MmapWrite(t *testing.T, b Backend) {
 	}
 	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // failing anyway
 		t.Fatalf("mmap MAP_SHARED of a lower file: %v", err)
 	}
 	if mem[0] != 'l' || mem[size-1] != 'l' {
@@ -438,7 +438,9 @@ func MmapWrite(t *testing.T, b Backend) {
 	if err := unix.Munmap(mem); err != nil {
 		t.Error(err)
 	}
-	unix.Close(fd)
+	if err := unix.Close(fd); err != nil {
+		t.Error(err)
+	}
 
 	want := bytes.Repeat([]byte("l"), size)
 	copy(want[4096:], "mapped")
@@ -467,7 +469,7 @@ func LargeSparse(t *testing.T, b Backend) {
 			t.Fatal(err)
 		}
 	}
-	f.Close()
+	closeFile(t, f)
 	e.mount()
 
 	check := func(where, p string, size int64, blocks map[int64]string) {
@@ -476,7 +478,7 @@ func LargeSparse(t *testing.T, b Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		if st, _ := f.Stat(); st.Size() != size {
 			t.Errorf("%s: size %d, want %d", where, st.Size(), size)
 		}
@@ -500,7 +502,7 @@ func LargeSparse(t *testing.T, b Backend) {
 	if _, err := a.Write([]byte("tail")); err != nil {
 		t.Fatal(err)
 	}
-	a.Close()
+	closeFile(t, a)
 	appended := maps.Clone(blocks)
 	appended[size] = "tail"
 	check("union after append", e.p("big"), size+4, appended)

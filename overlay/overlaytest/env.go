@@ -294,7 +294,7 @@ func names(t *testing.T, dir string) []string {
 	if err != nil {
 		t.Fatalf("open dir: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	n, err := f.Readdirnames(-1)
 	if err != nil {
 		t.Fatalf("readdir %s: %v", dir, err)
@@ -394,7 +394,7 @@ func extents(t *testing.T, p string) [][2]int64 {
 	if err != nil {
 		t.Fatalf("open %s: %v", p, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // read-only
 	var out [][2]int64
 	var off int64
 	for {
@@ -429,3 +429,17 @@ var (
 )
 
 func mtimeOf(st unix.Stat_t) time.Time { return time.Unix(st.Mtim.Unix()) }
+
+// closeFile closes f, which the test wrote or opened for writing, and
+// fails the test if that fails: a close error there can be a lost write.
+func closeFile(t *testing.T, f *os.File) {
+	t.Helper()
+	if err := f.Close(); err != nil {
+		t.Errorf("close %s: %v", f.Name(), err)
+	}
+}
+
+// mkdev is unix.Mkdev as the int unix.Mknod takes.
+func mkdev(major, minor uint32) int {
+	return int(unix.Mkdev(major, minor)) //nolint:gosec // a dev_t fits int on 64-bit Linux
+}

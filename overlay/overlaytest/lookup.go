@@ -198,7 +198,7 @@ func ReaddirStable(t *testing.T, b Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		var out []string
 		for {
 			n, err := f.Readdirnames(batch)
@@ -253,10 +253,10 @@ func SpecialFilesLower(t *testing.T, b Backend) {
 	if err := unix.Mkfifo(e.L(0).p("fifo"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mknod(e.L(0).p("null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+	if err := unix.Mknod(e.L(0).p("null"), unix.S_IFCHR|0o666, mkdev(1, 3)); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mknod(e.L(0).p("blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 200))); err != nil {
+	if err := unix.Mknod(e.L(0).p("blk"), unix.S_IFBLK|0o600, mkdev(7, 200)); err != nil {
 		t.Fatal(err)
 	}
 	e.L(0).chmod("fifo", 0o640).chmod("null", 0o666).chmod("blk", 0o600) // undo the umask
@@ -284,12 +284,12 @@ func SpecialFilesLower(t *testing.T, b Backend) {
 	if _, err := f.Write([]byte("x")); err != nil {
 		t.Errorf("write to /dev/null clone: %v", err)
 	}
-	f.Close()
+	closeFile(t, f)
 	// A fifo in a lower layer opens (non-blocking read end).
 	fd, err := unix.Open(e.p("fifo"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Errorf("open fifo through the union: %v", err)
 	} else {
-		unix.Close(fd)
+		_ = unix.Close(fd) // a fifo read end
 	}
 }

@@ -38,7 +38,7 @@ func getdents(t *testing.T, dir string) []dirent {
 	if err != nil {
 		t.Fatalf("open %s: %v", dir, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // read-only
 	var out []dirent
 	buf := make([]byte, 4096)
 	for {
@@ -182,12 +182,12 @@ func UnlinkOpenFile(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // read-only
 	w, err := os.OpenFile(e.p("w"), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	defer closeFile(t, w)
 	for _, n := range []string{"r", "w"} {
 		if err := os.Remove(e.p(n)); err != nil {
 			t.Fatal(err)
@@ -235,6 +235,6 @@ func Fsync(t *testing.T, b Backend) {
 		if err := unix.Syncfs(int(f.Fd())); err != nil {
 			t.Errorf("syncfs via %s: %v", c.name, err)
 		}
-		f.Close()
+		closeFile(t, f)
 	}
 }

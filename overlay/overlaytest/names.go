@@ -383,13 +383,13 @@ func HardlinkCopyUp(t *testing.T, b Backend) {
 		t.Helper()
 		wantContent(t, e.p("h1"), "new")
 		s1, s2 := lstat(t, e.p("h1")), lstat(t, e.p("h2"))
-		switch got := readFile(t, e.p("h2")); {
-		case got == "old":
+		switch got := readFile(t, e.p("h2")); got {
+		case "old":
 			broken = true
 			if s1.Ino == s2.Ino {
 				t.Errorf("%s: h2 keeps the old data but shares st_ino %d with h1", when, s1.Ino)
 			}
-		case got == "new":
+		case "new":
 			broken = false
 			if s1.Ino != s2.Ino || s1.Nlink != 2 || s2.Nlink != 2 {
 				t.Errorf("%s: link kept, but ino %d %d nlink %d %d", when, s1.Ino, s2.Ino, s1.Nlink, s2.Nlink)
@@ -423,7 +423,7 @@ func Mknod(t *testing.T, b Backend) {
 			t.Fatalf("mkfifo %s: %v", n, err)
 		}
 	}
-	if err := unix.Mknod(e.p("c"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+	if err := unix.Mknod(e.p("c"), unix.S_IFCHR|0o600, mkdev(1, 3)); err != nil {
 		t.Fatalf("mknod char device: %v", err)
 	}
 	check := func(root string) {

@@ -50,7 +50,7 @@ func DefaultServerCommand(args []string) *exec.Cmd {
 	if err != nil {
 		exe = "strata"
 	}
-	return exec.Command(exe, args...)
+	return exec.Command(exe, args...) //nolint:gosec // this very executable
 }
 
 // WithServerCommand sets how the FUSE backend starts its servers (default

@@ -107,7 +107,7 @@ func (s *Store) createRecord(ctx context.Context, kind Kind, key, parent string,
 	}
 	defer func() {
 		if tmp != "" {
-			os.RemoveAll(tmp)
+			_ = os.RemoveAll(tmp) // best effort: Cleanup removes leftovers
 		}
 	}()
 	if err := os.Mkdir(filepath.Join(tmp, "fs"), 0o755); err != nil {

@@ -136,7 +136,7 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	}
 	defer func() {
 		if err != nil {
-			db.Close()
+			_ = db.Close() // the error returned is err
 		}
 	}()
 	if err := writeOwner(abs); err != nil {
@@ -144,7 +144,7 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	}
 	s := &Store{root: abs, db: db, backend: be, backendKind: c.backend, serverCommand: c.serverCommand}
 	if s.format, err = initMeta(db, abs); err != nil {
-		os.Remove(filepath.Join(abs, ownerFile))
+		_ = os.Remove(filepath.Join(abs, ownerFile)) // best effort: the error returned is the open's
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	// Nothing can be in flight now: we own the store. Repair what a crash
@@ -155,14 +155,14 @@ func Open(root string, opts ...Option) (_ *Store, err error) {
 	// handed out again) and work dirs of committed snapshots (a crash
 	// between Commit's transaction and the removal of the work dir).
 	if err := s.removeStaleImports(context.Background()); err != nil {
-		os.Remove(filepath.Join(abs, ownerFile))
+		_ = os.Remove(filepath.Join(abs, ownerFile)) // best effort: the error returned is the open's
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	// A mount left inside an orphan dir keeps that dir (Check reports the
 	// leaked mount; check --repair detaches it): never delete through it,
 	// and never refuse to open the store for it.
 	if err := s.Cleanup(context.Background()); err != nil && !errors.Is(err, errMounted) {
-		os.Remove(filepath.Join(abs, ownerFile))
+		_ = os.Remove(filepath.Join(abs, ownerFile)) // best effort: the error returned is the open's
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	if c.backend == BackendFUSE {
@@ -190,7 +190,7 @@ func openReadOnly(abs string, be backend, c config) (*Store, error) {
 	}
 	s := &Store{root: abs, db: db, backend: be, readOnly: true, backendKind: c.backend, serverCommand: c.serverCommand}
 	if s.format, err = readMeta(db); err != nil {
-		db.Close()
+		_ = db.Close() // read-only; the error returned is readMeta's
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil

@@ -46,9 +46,12 @@ func syncLayer(dir string, inodes int64) error {
 			return &os.PathError{Op: "open", Path: paths[i], Err: err}
 		}
 		err = unix.Fsync(fd)
-		unix.Close(fd)
+		cerr := unix.Close(fd)
 		if err != nil {
 			return &os.PathError{Op: "fsync", Path: paths[i], Err: err}
+		}
+		if cerr != nil {
+			return &os.PathError{Op: "close", Path: paths[i], Err: cerr}
 		}
 	}
 	return nil

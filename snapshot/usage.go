@@ -89,7 +89,7 @@ func (w *duWalker) walk(dir string) {
 		w.fail(err)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	names, err := f.Readdirnames(-1)
 	if err != nil {
 		w.fail(fmt.Errorf("readdir %s: %w", dir, err))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"strconv"
@@ -132,16 +133,16 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	if err != nil {
 		return sum, err
 	}
-	defer dec.Close()
+	defer func() { _ = dec.Close() }() // checked below on success
 	uncompressed := &countingDigester{d: diffAlg.Digester()}
-	var src io.Reader = io.TeeReader(dec, uncompressed)
+	src := io.TeeReader(dec, uncompressed)
 	sameStream := sum.Compression == Uncompressed && alg == diffAlg
 	if sameStream {
 		src = dec // the diff ID is the digest: hash once
 	}
 	// Decompression and both digests run in the readahead goroutine.
 	ra := newReadahead(src, 4, copyBufSize)
-	defer ra.Close()
+	defer func() { _ = ra.Close() }() // never fails: it stops the goroutine
 	tr := tar.NewReader(ra)
 
 	a, err := newApplier(dir, cfg, &sum)
@@ -175,7 +176,7 @@ func apply(ctx context.Context, dir string, r io.Reader, cfg *applyConfig) (Summ
 	if _, err := io.CopyBuffer(io.Discard, ra, a.buf); err != nil {
 		return sum, fmt.Errorf("drain %s stream: %w", sum.Compression, malformed(eofIsUnexpected(err)))
 	}
-	ra.Close()
+	_ = ra.Close() // never fails: it stops the goroutine
 	if err := dec.Close(); err != nil {
 		return sum, fmt.Errorf("close %s stream: %w", sum.Compression, err)
 	}
@@ -225,7 +226,7 @@ func SyncDir(dir string) error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer unix.Close(fd)
+	defer closeFD(fd)
 	if err := unix.Syncfs(fd); err != nil {
 		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
 	}
@@ -271,14 +272,14 @@ func newApplier(dir string, cfg *applyConfig, sum *Summary) (*applier, error) {
 func (a *applier) close() {
 	a.dropCache()
 	if a.root >= 0 {
-		unix.Close(a.root)
+		closeFD(a.root)
 		a.root = -1
 	}
 }
 
 func (a *applier) dropCache() {
 	if a.cacheFD >= 0 {
-		unix.Close(a.cacheFD)
+		closeFD(a.cacheFD)
 	}
 	a.cacheFD, a.cacheName = -1, ""
 }
@@ -355,7 +356,7 @@ func (a *applier) mkdirAll(name string) (int, error) {
 	parent := a.root
 	closeParent := func() {
 		if parent != a.root {
-			unix.Close(parent)
+			closeFD(parent)
 		}
 	}
 	defer func() { closeParent() }()
@@ -438,7 +439,7 @@ func (a *applier) entryAt(name string, hdr *tar.Header, tr io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+	case tar.TypeReg, tar.TypeCont, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
 		if hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0 {
 			return a.whiteout(dir, base, hdr) // the same thing in this format
@@ -543,16 +544,16 @@ func removeAllAt(dirfd int, name string) error {
 	f := os.NewFile(uintptr(fd), name)
 	names, err := f.Readdirnames(-1)
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	for _, n := range names {
 		if err := removeAllAt(fd, n); err != nil {
-			f.Close()
+			_ = f.Close()
 			return fmt.Errorf("%s/%w", name, err)
 		}
 	}
-	f.Close()
+	_ = f.Close() // a read-only dir fd
 	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil {
 		return &os.PathError{Op: "rmdir", Path: name, Err: err}
 	}
@@ -602,7 +603,7 @@ func (a *applier) link(pfd int, name, base string, hdr *tar.Header) error {
 		if tfd, err = openInRoot(a.root, tdir); err != nil {
 			return fmt.Errorf("hard link target %q: %w: %w", hdr.Linkname, ErrInvalidArchive, err)
 		}
-		defer unix.Close(tfd)
+		defer closeFD(tfd)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || isWhiteout(&st) {
@@ -627,6 +628,13 @@ func (a *applier) link(pfd int, name, base string, hdr *tar.Header) error {
 
 // create makes a regular file, symlink, fifo or device node.
 func (a *applier) create(pfd int, name, base string, hdr *tar.Header, tr io.Reader) error {
+	var dev int
+	if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
+		var err error
+		if dev, err = devNumber(hdr); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	for {
 		var err error
 		switch hdr.Typeflag {
@@ -635,9 +643,9 @@ func (a *applier) create(pfd int, name, base string, hdr *tar.Header, tr io.Read
 		case tar.TypeFifo:
 			err = unix.Mknodat(pfd, base, unix.S_IFIFO|0o600, 0)
 		case tar.TypeChar:
-			err = unix.Mknodat(pfd, base, unix.S_IFCHR|0o600, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+			err = unix.Mknodat(pfd, base, unix.S_IFCHR|0o600, dev)
 		case tar.TypeBlock:
-			err = unix.Mknodat(pfd, base, unix.S_IFBLK|0o600, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+			err = unix.Mknodat(pfd, base, unix.S_IFBLK|0o600, dev)
 		default:
 			var fd int
 			fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -727,7 +735,7 @@ func (a *applier) setMeta(fd int, name string, hdr *tar.Header, isDir bool) erro
 	if err := a.xattrs(hdr, name, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
+	if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
 		return &os.PathError{Op: "chmod", Path: name, Err: err}
 	}
 	if isDir {
@@ -762,7 +770,7 @@ func (a *applier) setMetaAt(pfd int, base, name string, hdr *tar.Header) error {
 		return nil
 	}
 	// base was created by this entry (not a symlink), so following is safe.
-	if err := unix.Fchmodat(pfd, base, uint32(hdr.Mode)&0o7777, 0); err != nil {
+	if err := unix.Fchmodat(pfd, base, uint32(hdr.Mode&0o7777), 0); err != nil {
 		return &os.PathError{Op: "chmod", Path: name, Err: err}
 	}
 	if hdr.Typeflag == tar.TypeDir {
@@ -868,3 +876,16 @@ func (a *applier) setOpaque(name string) (bool, error) {
 	}
 	return true, a.cfg.format.SetOpaque("/proc/self/fd/" + strconv.Itoa(pfd) + "/" + base)
 }
+
+// devNumber is the dev_t of a device entry. A major or minor number
+// outside 32 bits is an error rather than silently truncated.
+func devNumber(hdr *tar.Header) (int, error) {
+	if hdr.Devmajor < 0 || hdr.Devmajor > math.MaxUint32 || hdr.Devminor < 0 || hdr.Devminor > math.MaxUint32 {
+		return 0, fmt.Errorf("device %d:%d out of range: %w", hdr.Devmajor, hdr.Devminor, ErrInvalidArchive)
+	}
+	return int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))), nil //nolint:gosec // range checked above; a dev_t fits int on 64-bit Linux
+}
+
+// closeFD closes fd where a close error carries nothing to act on: a
+// read-only or directory fd.
+func closeFD(fd int) { _ = unix.Close(fd) }

@@ -99,13 +99,13 @@ func WriteDiff(ctx context.Context, w io.Writer, layerDir string, lowers []strin
 		return sum, fmt.Errorf("write diff of %s: %w", layerDir, err)
 	}
 	uncompressed := &countingDigester{d: digest.Canonical.Digester()}
-	var tarOut io.Writer = io.MultiWriter(cw, uncompressed)
+	tarOut := io.MultiWriter(cw, uncompressed)
 	if cfg.compression == Uncompressed {
 		tarOut = cw // the diff ID is the digest: hash once
 	}
 	// Compression and hashing run in the write-behind goroutine.
 	bw := newWriteBehind(tarOut, 4, 256<<10)
-	defer bw.Close()
+	defer func() { _ = bw.Close() }() // checked below on success
 	tw := tar.NewWriter(bw)
 	e := newExporter(ctx, layerDir, lowers, cfg.format)
 	e.tw, e.sum = tw, &sum
@@ -191,7 +191,7 @@ func readNames(p string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	names, err := f.Readdirnames(-1)
 	if err != nil {
 		return nil, fmt.Errorf("readdir %s: %w", p, err)
@@ -772,7 +772,7 @@ func (e *exporter) node(p string, meta src, st *unix.Stat_t, data src) error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		fi, err := f.Stat()
 		if err != nil {
 			return err

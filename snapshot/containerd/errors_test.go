@@ -47,5 +47,5 @@ func TestErrorMapping(t *testing.T) {
 		}
 	}
 
-	var _ snapshots.Cleaner = sn.(snapshots.Cleaner)
+	_ = sn.(snapshots.Cleaner)
 }

@@ -150,7 +150,7 @@ func Serve(ctx context.Context, sn snapshots.Snapshotter, address string, opts .
 	if cfg.metricsAddress != "" {
 		ml, err := net.Listen("tcp", cfg.metricsAddress)
 		if err != nil {
-			l.Close()
+			_ = l.Close() // the listen error is the one to report
 			return fmt.Errorf("serve metrics %q: %w", cfg.metricsAddress, err)
 		}
 		metricsSrv = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -181,7 +181,7 @@ func Serve(ctx context.Context, sn snapshots.Snapshotter, address string, opts .
 
 	err = gracefulStop(srv, cfg.grace)
 	if !errors.Is(err, errHandlersStuck) {
-		<-serveErr // returns nil after (Graceful)Stop
+		<-serveErr //nolint:errcheck // nil after (Graceful)Stop: an earlier error ended the select above
 	}
 	shutdownMetrics(metricsSrv)
 	if err != nil {
@@ -231,7 +231,7 @@ func shutdownMetrics(s *http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if s.Shutdown(ctx) != nil {
-		s.Close()
+		_ = s.Close() // cut off what the grace did not finish
 	}
 }
 
@@ -249,7 +249,7 @@ func listen(address string) (net.Listener, error) {
 		return nil, err
 	}
 	if err := os.Chmod(address, socketMode); err != nil {
-		l.Close()
+		_ = l.Close() // the chmod error is the one to report
 		return nil, err
 	}
 	return l, nil
@@ -269,7 +269,7 @@ func removeStale(address string) error {
 	}
 	c, err := net.DialTimeout("unix", address, time.Second)
 	if err == nil {
-		c.Close()
+		_ = c.Close() // a probe: someone answered
 		return ErrAddressInUse
 	}
 	if err := os.Remove(address); err != nil && !errors.Is(err, fs.ErrNotExist) {

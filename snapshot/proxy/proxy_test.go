@@ -226,7 +226,7 @@ func (b *blocking) Stat(ctx context.Context, key string) (snapshots.Info, error)
 
 func newBlocking(t *testing.T) *blocking {
 	b := &blocking{Snapshotter: overlaySnapshotter(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
-	if _, err := b.Snapshotter.Prepare(context.Background(), "k", ""); err != nil {
+	if _, err := b.Prepare(context.Background(), "k", ""); err != nil {
 		t.Fatal(err)
 	}
 	return b

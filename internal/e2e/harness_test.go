@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -93,11 +92,6 @@ type env struct {
 	imageTar    string
 	image       string // name after import
 }
-
-// newEnv builds the image, starts the proxy and containerd, and imports the
-// image through the proxy. Cleanup (registered here, run even on failure)
-// removes containers, stops both daemons, unmounts and removes everything.
-func newEnv(t *testing.T) *env { return newEnvBackend(t, "") }
 
 // backends returns the {backend} values to run each test with: nil when
 // the proxy template has no {backend} (one run), else STRATA_E2E_BACKENDS
@@ -184,11 +178,8 @@ func proxyCommand(t *testing.T, root, addr, metrics, backend string) []string {
 	tmpl := os.Getenv(envProxy)
 	if tmpl == "" {
 		bin := filepath.Join(t.TempDir(), "stubproxy")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			gobin = "go"
-		}
-		run(t, cmdTimeout*3, gobin, "build", "-o", bin, "./cmd/stubproxy")
+		// go test puts its own GOROOT/bin first in PATH.
+		run(t, cmdTimeout*3, "go", "build", "-o", bin, "./cmd/stubproxy")
 		tmpl = bin + " --root {root} --address {address} --metrics-address {metrics}"
 	}
 	var argv []string

@@ -76,7 +76,7 @@ func (fuseBackend) Unmount(target string) error {
 	if errors.Is(err, unix.EPERM) {
 		for _, prog := range []string{"fusermount3", "fusermount"} {
 			if path, lerr := exec.LookPath(prog); lerr == nil {
-				out, ferr := exec.Command(path, "-u", target).CombinedOutput()
+				out, ferr := exec.Command(path, "-u", target).CombinedOutput() //nolint:gosec // fusermount from PATH
 				if ferr != nil {
 					return fmt.Errorf("unmount %s: %s -u: %w: %s", target, prog, ferr, strings.TrimSpace(string(out)))
 				}
@@ -148,29 +148,29 @@ func (fuseBackend) spawn(r MountRequest) error {
 	if err != nil {
 		return fmt.Errorf("fuse: log: %w", err)
 	}
-	defer lf.Close()
+	defer func() { _ = lf.Close() }() // never written here: the server has its own copy
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("fuse: pipe: %w", err)
 	}
-	defer pr.Close()
+	defer func() { _ = pr.Close() }() // read-only
 	args := []string{"mount", "--backend", "fuse", "--foreground", "--log", logFile}
 	if r.VFSFlags != 0 {
 		args = append(args, "--vfs-flags", vfsFlagNames(r.VFSFlags))
 	}
 	args = append(args, "-o", fuseMountOptions(r), "--", r.Target)
 	r.Debugf("fuse: starting server: %s %s (log %s)", exe, strings.Join(args, " "), logFile)
-	cmd := exec.Command(exe, args...)
+	cmd := exec.Command(exe, args...) //nolint:gosec // this very executable
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.Stdout, cmd.Stderr = lf, lf // panics and early errors land in the log
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
-		pw.Close()
+		_ = pw.Close() // never written here
 		return fmt.Errorf("fuse: start server: %w", err)
 	}
-	pw.Close()
+	_ = pw.Close() // never written here; closing it lets pr see EOF
 	msg, _ := io.ReadAll(io.LimitReader(pr, 64<<10))
 	if string(msg) == "ok\n" {
 		// The server lives on; reap it if this process outlives it.
@@ -197,11 +197,15 @@ func (fuseBackend) spawn(r MountRequest) error {
 func serveFUSE(r MountRequest) (err error) {
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	if r.LogFile != "" {
-		f, err := os.OpenFile(r.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return fmt.Errorf("log %s: %w", r.LogFile, err)
+		f, ferr := os.OpenFile(r.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if ferr != nil {
+			return fmt.Errorf("log %s: %w", r.LogFile, ferr)
 		}
-		defer f.Close()
+		defer func() {
+			if cerr := f.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("log %s: %w", r.LogFile, cerr)
+			}
+		}()
 		logger.SetOutput(f)
 	}
 	logger.SetPrefix(fmt.Sprintf("strata-fuse[%d] %s: ", os.Getpid(), r.Target))
@@ -228,7 +232,7 @@ func serveFUSE(r MountRequest) (err error) {
 		if err != nil {
 			return err
 		}
-		defer wf.Close()
+		defer func() { _ = wf.Close() }() // read-only; closing drops the flock
 		if err := unix.Flock(int(wf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			if errors.Is(err, unix.EWOULDBLOCK) {
 				return fmt.Errorf("upperdir %q: %w (another strata FUSE server serves it)", stack.Upper(), overlay.ErrInUse)
@@ -332,7 +336,7 @@ func takeReadyPipe() (*readyPipe, error) {
 	if v == "" {
 		return nil, nil
 	}
-	os.Unsetenv(readyFDEnv)
+	_ = os.Unsetenv(readyFDEnv) // fails only for an invalid name
 	fd, err := strconv.Atoi(v)
 	if err != nil {
 		return nil, fmt.Errorf("%s=%q: %w", readyFDEnv, v, err)
@@ -351,9 +355,12 @@ func (p *readyPipe) report(err error) error {
 		msg = fmt.Sprintf("error %d %v\n", ExitCode(err), err)
 	}
 	_, werr := p.f.WriteString(msg)
-	p.f.Close()
+	cerr := p.f.Close()
 	p.f = nil
-	return werr
+	if werr != nil {
+		return werr
+	}
+	return cerr
 }
 
 // clearDeadFUSE detaches target if it is a FUSE mount whose server is

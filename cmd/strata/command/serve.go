@@ -48,7 +48,7 @@ not kill them.`,
 	return cmd
 }
 
-func (o *serveOptions) run(cmd *cobra.Command) error {
+func (o *serveOptions) run(cmd *cobra.Command) (err error) {
 	backend := snapshot.BackendKernel
 	if o.g.backend == "fuse" {
 		backend = snapshot.BackendFUSE
@@ -57,7 +57,12 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		// Close releases the store's lock and owner file: report it.
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
 	var opts []proxy.Option
 	if o.metricsAddress != "" {
 		opts = append(opts, proxy.WithMetricsAddress(o.metricsAddress))

@@ -34,12 +34,16 @@ func main() {
 	}
 }
 
-func run(root, address, metrics string) error {
+func run(root, address, metrics string) (err error) {
 	sn, err := overlay.NewSnapshotter(root)
 	if err != nil {
 		return fmt.Errorf("overlay snapshotter at %q: %w", root, err)
 	}
-	defer sn.Close()
+	defer func() {
+		if cerr := sn.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close snapshotter at %q: %w", root, cerr)
+		}
+	}()
 	var opts []proxy.Option
 	if metrics != "" {
 		opts = append(opts, proxy.WithMetricsAddress(metrics))

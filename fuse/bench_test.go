@@ -9,7 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stratafs/strata/internal/testutil"
 	"github.com/stratafs/strata/overlay"
@@ -137,6 +142,115 @@ func BenchmarkWalkLower(b *testing.B) {
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(benchFiles*b.N)/b.Elapsed().Seconds(), "files/s")
+		})
+	}
+}
+
+// fuseOverlayfs mounts s with the fuse-overlayfs binary (skips without it).
+func fuseOverlayfs(b *testing.B, s *overlay.Stack, target string) func() {
+	bin, err := exec.LookPath("fuse-overlayfs")
+	if err != nil {
+		b.Skip("fuse-overlayfs not installed")
+	}
+	opts := "lowerdir=" + strings.Join(s.Lowers(), ":")
+	if s.Upper() != "" {
+		opts += ",upperdir=" + s.Upper() + ",workdir=" + s.Work()
+	}
+	if out, err := exec.Command(bin, "-o", opts, target).CombinedOutput(); err != nil {
+		b.Fatalf("fuse-overlayfs: %v %s", err, out)
+	}
+	return func() {
+		if err := unix.Unmount(target, 0); err != nil {
+			unix.Unmount(target, unix.MNT_DETACH)
+		}
+	}
+}
+
+// statNames lstats dir/name for every name and returns the time taken;
+// wantErr: the names are expected to be missing.
+func statNames(b *testing.B, dir string, names []string, wantErr bool) time.Duration {
+	start := time.Now()
+	var st unix.Stat_t
+	for _, n := range names {
+		err := unix.Lstat(dir+"/"+n, &st)
+		if (err != nil) != wantErr {
+			b.Fatalf("lstat %s/%s: %v", dir, n, err)
+		}
+	}
+	return time.Since(start)
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkStatDepth stats statNames files of the bottom layer of a stack
+// depth layers deep, in a dir every layer has (as /usr/lib in images),
+// with each backend in turn on every round (the machine may be loaded:
+// compare within one run). Per backend and round: "remount" is the first
+// stat of each name on a fresh mount, "warm" the second, "missing" a
+// first stat of as many absent names. Reports medians over b.N rounds
+// (use -benchtime=3x or more) as ns per stat.
+func BenchmarkStatDepth(b *testing.B) {
+	testutil.RequireFUSE(b)
+	testutil.RequireOverlay(b)
+	const statNamesN = 1000
+	for _, depth := range []int{1, 8, 32, 128} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			root := b.TempDir()
+			var lowers []string
+			for i := 0; i < depth; i++ {
+				l := filepath.Join(root, fmt.Sprintf("l%03d", i))
+				if err := os.MkdirAll(filepath.Join(l, "d"), 0o755); err != nil {
+					b.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(l, "d", fmt.Sprintf("layer%03d", i)), nil, 0o644); err != nil {
+					b.Fatal(err)
+				}
+				lowers = append(lowers, l)
+			}
+			var names, missing []string
+			for i := 0; i < statNamesN; i++ {
+				names = append(names, fmt.Sprintf("f%05d", i))
+				missing = append(missing, fmt.Sprintf("m%05d", i))
+				if err := os.WriteFile(filepath.Join(lowers[depth-1], "d", names[i]), []byte("x"), 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			backends := []struct {
+				name  string
+				mount benchMount
+			}{{"kernel", benchBackends["kernel"]}, {"fuse", benchBackends["fuse"]}, {"fuse-overlayfs", fuseOverlayfs}}
+			if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
+				backends = backends[:2]
+			}
+			times := map[string][]time.Duration{}
+			for i := 0; i < b.N; i++ {
+				for _, be := range backends {
+					upper, work, target := b.TempDir(), b.TempDir(), b.TempDir()
+					s, err := overlay.NewStack(lowers, overlay.WithUpper(upper, work))
+					if err != nil {
+						b.Fatal(err)
+					}
+					unmount := be.mount(b, s, target)
+					dir := target + "/d"
+					times[be.name+"/remount"] = append(times[be.name+"/remount"], statNames(b, dir, names, false))
+					times[be.name+"/warm"] = append(times[be.name+"/warm"], statNames(b, dir, names, false))
+					times[be.name+"/missing"] = append(times[be.name+"/missing"], statNames(b, dir, missing, true))
+					unmount()
+				}
+			}
+			for _, be := range backends {
+				for _, m := range []string{"remount", "warm", "missing"} {
+					k := be.name + "/" + m
+					b.ReportMetric(float64(median(times[k]).Nanoseconds())/statNamesN, "ns/stat-"+k)
+				}
+			}
+			for _, m := range []string{"remount", "warm", "missing"} {
+				b.ReportMetric(float64(median(times["fuse/"+m]))/float64(median(times["kernel/"+m])), "x-kernel-"+m)
+			}
 		})
 	}
 }

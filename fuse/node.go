@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -42,6 +43,10 @@ type nodeState struct {
 	// gets its own inode (distinct StableAttr.Gen, same st_ino), so that a
 	// copy-up breaks the link as kernel overlayfs with index=off does.
 	linked bool
+	// index: the name index of the merged lower dirs (dirs with two or
+	// more lower dirs; built on the first lookup in the dir). Valid for
+	// exactly lowers: whoever changes lowers clears it.
+	index *overlay.DirIndex
 }
 
 func (n *node) state() nodeState {
@@ -50,17 +55,37 @@ func (n *node) state() nodeState {
 	return n.st
 }
 
+// setState replaces the node's state, keeping its index while the lower
+// dirs stay the same (a repeated lookup of the same dir).
 func (n *node) setState(s nodeState) {
 	n.mu.Lock()
+	if s.index == nil && n.st.index != nil && slices.Equal(n.st.lowers, s.lowers) {
+		s.index = n.st.index
+	}
 	n.st = s
 	n.mu.Unlock()
 }
 
 func (n *node) rel() string { return n.Path(n.Root()) }
 
+// dirState returns what the node knows about its dir, with the lower
+// name index, built here on first use.
 func (n *node) dirState() dirState {
 	s := n.state()
-	return dirState{upper: s.upper, lowers: s.lowers}
+	d := dirState{upper: s.upper, lowers: s.lowers, index: s.index}
+	if d.index == nil && len(d.lowers) >= indexMinLowers {
+		idx, err := n.u.dirIndex(d.lowers)
+		if err != nil {
+			return d // the per-layer lstats still answer
+		}
+		n.mu.Lock()
+		if slices.Equal(n.st.lowers, d.lowers) {
+			n.st.index = idx
+		}
+		n.mu.Unlock()
+		d.index = idx
+	}
+	return d
 }
 
 // metaPath is where the node's attributes live; dataPath where a regular
@@ -831,6 +856,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			// through at the new name
 		} else if len(src.lowers) == 0 {
 			sn.st.lowers = nil
+			sn.st.index = nil
 		}
 		sn.mu.Unlock()
 	}

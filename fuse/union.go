@@ -35,6 +35,7 @@ type union struct {
 	upper  string   // "" for a read-only stack
 	work   string   // "" for a read-only stack
 	lowers []string // topmost first
+	index  *overlay.LowerIndex
 
 	devs     map[uint64]uint64 // st_dev of a layer -> index for xino bits
 	uuids    [][]byte          // per lower layer: filesystem uuid, or nil
@@ -55,6 +56,7 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		upper:   s.Upper(),
 		work:    s.Work(),
 		lowers:  s.Lowers(),
+		index:   s.LowerIndex(),
 		devs:    map[uint64]uint64{},
 		upperFd: -1,
 	}
@@ -218,8 +220,41 @@ func lstat(p string, st *unix.Stat_t) error {
 
 // dirState is what a node knows about a merged directory.
 type dirState struct {
-	upper  bool   // the dir exists in the upper layer at its union path
-	lowers []lref // merged lower dirs, topmost first
+	upper  bool              // the dir exists in the upper layer at its union path
+	lowers []lref            // merged lower dirs, topmost first
+	index  *overlay.DirIndex // name index of lowers, or nil
+}
+
+// indexMinLowers is the number of merged lower dirs from which a dir's
+// lookups go through the lower name index: with one lower dir, an lstat
+// per name costs no more than a probe after the listing.
+const indexMinLowers = 2
+
+// dirIndex returns the name index of the merged lower dirs ls.
+func (u *union) dirIndex(ls []lref) (*overlay.DirIndex, error) {
+	dirs := make([]overlay.LowerDir, len(ls))
+	for i, l := range ls {
+		dirs[i] = overlay.LowerDir{Layer: l.layer, Path: l.path}
+	}
+	return u.index.Dir(dirs)
+}
+
+// candidates narrows the lower dirs of d to those where name has an
+// entry (up to a whiteout), from the index; without one, all of them.
+func (d *dirState) candidates(name string) []lref {
+	if d.index == nil {
+		return d.lowers
+	}
+	var buf [8]overlay.IndexHit
+	hits := d.index.Hits(name, buf[:0])
+	if len(hits) == 0 {
+		return nil
+	}
+	out := make([]lref, len(hits))
+	for i, h := range hits {
+		out[i] = d.lowers[h.Dir]
+	}
+	return out
 }
 
 // lookup resolves name in the directory rel (union path) with state d.
@@ -269,7 +304,7 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 	}
 	// Lower layers. With a redirect, the lookup continues at the redirect
 	// path in every layer below instead of under the parent's lower dirs.
-	cands := d.lowers
+	cands := d.candidates(name)
 	if redirect != "" {
 		cands = u.redirectCands(rel, redirect, -1)
 	}
@@ -467,7 +502,7 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 // lowerHas reports whether name is visible in the lower dirs of d (that
 // is, whether removing or replacing it in the upper needs a whiteout).
 func (u *union) lowerHas(d dirState, name string) (bool, error) {
-	for _, l := range d.lowers {
+	for _, l := range d.candidates(name) {
 		var st unix.Stat_t
 		p := path.Join(u.lowerPath(l), name)
 		err := lstat(p, &st)

@@ -181,6 +181,13 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			return errno(err)
 		}
 	}
+	if s := n.state(); s.upper && s.metacopy && len(s.lowers) > 0 {
+		// as the kernel: blocks of a metadata-only copy are its data's
+		var dst unix.Stat_t
+		if lstat(n.u.lowerPath(s.lowers[len(s.lowers)-1]), &dst) == nil {
+			st.Blocks = dst.Blocks
+		}
+	}
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
 	if n.state().upper {
 		out.SetTimeout(n.opts.AttrTimeout)
@@ -224,14 +231,14 @@ func (n *node) copyUpNotify(syncNotify bool) error {
 	switch {
 	case s.upper && s.metacopy:
 		// full copy over the metadata-only one; it keeps its origin
-		err = n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(s.lowers[len(s.lowers)-1]), nil, true)
+		err = n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(s.lowers[len(s.lowers)-1]), nil, true, false)
 	case len(s.lowers) > 0:
 		meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
 		if !s.metacopy {
 			data = meta
 		}
 		origin := s.lowers[0]
-		err = n.u.copyUp(rel, meta, data, &origin, false)
+		err = n.u.copyUp(rel, meta, data, &origin, false, false)
 		if errors.Is(err, unix.EEXIST) {
 			err = nil // raced with an earlier copy-up
 		}
@@ -261,10 +268,64 @@ func (n *node) copyUpNotify(syncNotify bool) error {
 	return nil
 }
 
+// copyUpMeta brings the node into the upper layer for a change of its
+// metadata only (chmod, chown, utimes, xattrs): a lower regular file gets
+// a metadata-only copy in the kernel's metacopy format (as kernel
+// overlayfs with metacopy=on), its data copied on the first open for
+// write or truncate; other objects are copied whole (copyUp). Under
+// userxattr the kernel refuses metacopy, so files are copied whole too.
+func (n *node) copyUpMeta() error {
+	if n.u.upper == "" {
+		return unix.EROFS
+	}
+	if s := n.state(); s.upper || n.StableAttr().Mode != unix.S_IFREG || len(s.lowers) == 0 || n.u.format.UserXattr {
+		if s.upper {
+			return nil // a metadata-only copy stays one
+		}
+		return n.copyUp()
+	}
+	if _, parent := n.Parent(); parent != nil && !n.IsRoot() {
+		if err := parent.Operations().(*node).copyUp(); err != nil {
+			return err
+		}
+	}
+	n.u.cuMu.Lock()
+	defer n.u.cuMu.Unlock()
+	s := n.state()
+	if s.upper {
+		return nil
+	}
+	rel := n.rel()
+	meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
+	origin := s.lowers[0]
+	err := n.u.copyUp(rel, meta, data, &origin, false, true)
+	if errors.Is(err, unix.EEXIST) {
+		err = nil // raced with an earlier copy-up
+	}
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.st.upper = true
+	n.st.metacopy = true // data in lowers[last], as before
+	linked := n.st.linked
+	n.mu.Unlock()
+	if linked {
+		if name, parent := n.Parent(); parent != nil {
+			go parent.NotifyEntry(name)
+		}
+	}
+	return nil
+}
+
 var _ fs.NodeSetattrer = (*node)(nil)
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if err := n.copyUp(); err != nil {
+	cu := n.copyUpMeta
+	if _, ok := in.GetSize(); ok {
+		cu = n.copyUp
+	}
+	if err := cu(); err != nil {
 		return errno(err)
 	}
 	// Work on an O_PATH fd of the object, reached without following
@@ -875,7 +936,7 @@ func (n *node) copyUpChild(name string, e *entry) error {
 	defer n.u.cuMu.Unlock()
 	rel := path.Join(n.rel(), name)
 	if e.upper {
-		return n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(e.lowers[len(e.lowers)-1]), nil, true)
+		return n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(e.lowers[len(e.lowers)-1]), nil, true, false)
 	}
 	meta := n.u.lowerPath(e.lowers[0])
 	data := meta
@@ -883,7 +944,7 @@ func (n *node) copyUpChild(name string, e *entry) error {
 		data = n.u.lowerPath(e.lowers[len(e.lowers)-1])
 	}
 	origin := e.lowers[0]
-	err := n.u.copyUp(rel, meta, data, &origin, false)
+	err := n.u.copyUp(rel, meta, data, &origin, false, false)
 	if errors.Is(err, unix.EEXIST) {
 		err = nil
 	}
@@ -981,7 +1042,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if overlay.IsOverlayXattr(attr) {
 		return syscall.EPERM
 	}
-	if err := n.copyUp(); err != nil {
+	if err := n.copyUpMeta(); err != nil {
 		return errno(err)
 	}
 	p, done, err := n.u.safeUpper(n.rel())
@@ -1002,7 +1063,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, err := unix.Lgetxattr(meta, attr, nil); err != nil {
 		return errno(err)
 	}
-	if err := n.copyUp(); err != nil {
+	if err := n.copyUpMeta(); err != nil {
 		return errno(err)
 	}
 	p, done, err := n.u.safeUpper(n.rel())

@@ -254,3 +254,71 @@ func BenchmarkStatDepth(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkChmodBig chmods a 1 GiB sparse lower file holding 16 MiB of
+// data (1 MiB every 64 MiB), then appends one byte to it, on a fresh
+// union per backend and round, backends alternating. Reports medians
+// (use -benchtime=3x or more).
+func BenchmarkChmodBig(b *testing.B) {
+	testutil.RequireFUSE(b)
+	testutil.RequireOverlay(b)
+	lower := b.TempDir()
+	big := filepath.Join(lower, "big")
+	f, err := os.Create(big)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i)
+	}
+	for off := int64(0); off < 1<<30; off += 64 << 20 {
+		if _, err := f.WriteAt(chunk, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	names := []string{"kernel", "fuse"}
+	times := map[string][]time.Duration{}
+	for i := 0; i < b.N; i++ {
+		for _, name := range names {
+			upper, work, target := b.TempDir(), b.TempDir(), b.TempDir()
+			s, err := overlay.NewStack([]string{lower}, overlay.WithUpper(upper, work))
+			if err != nil {
+				b.Fatal(err)
+			}
+			unmount := benchBackends[name](b, s, target)
+			p := filepath.Join(target, "big")
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil { // lookup outside the timing
+				b.Fatal(err)
+			}
+			start := time.Now()
+			err = unix.Chmod(p, 0o600)
+			times[name+"/chmod"] = append(times[name+"/chmod"], time.Since(start))
+			if err != nil {
+				b.Fatal(err)
+			}
+			start = time.Now()
+			fd, err := unix.Open(p, unix.O_WRONLY|unix.O_APPEND, 0)
+			if err == nil {
+				_, err = unix.Write(fd, []byte{'x'})
+				unix.Close(fd)
+			}
+			times[name+"/append"] = append(times[name+"/append"], time.Since(start))
+			unmount()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for _, k := range []string{"chmod", "append"} {
+		for _, name := range names {
+			b.ReportMetric(float64(median(times[name+"/"+k]).Microseconds()), "us-"+name+"-"+k)
+		}
+		b.ReportMetric(float64(median(times["fuse/"+k]))/float64(median(times["kernel/"+k])), "x-kernel-"+k)
+	}
+}

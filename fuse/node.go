@@ -522,6 +522,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	if ch, fh, fflags, ok, err := n.createAt(ctx, name, flags, mode, out); ok || err != nil {
+		return ch, fh, fflags, errno(err)
+	}
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, nil, 0, errno(err)
@@ -557,6 +560,61 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		fflags |= fuse.FOPEN_NOFLUSH
 	}
 	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough), fflags, 0
+}
+
+// createAt is Create's common case, a name free in the upper dir: one
+// openat on an O_PATH fd of the upper dir, then fchown (and fchmod for
+// set-id bits) and fstat on the new fd, with no path resolved twice. It
+// reports ok=false, with no error, when a whiteout holds the name (Create
+// then replaces it through the work dir).
+//
+// Preconditions: n is in the upper layer; u.cuMu is held.
+func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (ch *fs.Inode, fh fs.FileHandle, fflags uint32, ok bool, err error) {
+	dfd, err := n.u.openUpper(n.rel(), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, nil, 0, false, err
+	}
+	defer unix.Close(dfd)
+	var dirSt unix.Stat_t
+	if err := unix.Fstat(dfd, &dirSt); err != nil {
+		return nil, nil, 0, false, err
+	}
+	oflags := int(flags)&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
+	if errors.Is(err, unix.EEXIST) {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && overlay.IsWhiteoutStat(&st) {
+			return nil, nil, 0, false, nil
+		}
+	}
+	if err != nil {
+		return nil, nil, 0, false, err
+	}
+	fail := func(err error) (*fs.Inode, fs.FileHandle, uint32, bool, error) {
+		unix.Close(fd)
+		unix.Unlinkat(dfd, name, 0)
+		return nil, nil, 0, false, err
+	}
+	uid, gid := owner(ctx, &dirSt)
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return fail(err)
+	}
+	if mode&0o7000 != 0 {
+		if err := unix.Fchmod(fd, mode&0o7777); err != nil {
+			return fail(err)
+		}
+	}
+	e := &entry{upper: true}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		return fail(err)
+	}
+	e.ino = n.u.ino(e.st.Dev, e.st.Ino)
+	ch = n.newChild(ctx, name, e, out)
+	write := flags&unix.O_ACCMODE != unix.O_RDONLY
+	if !n.opts.Flush {
+		fflags |= fuse.FOPEN_NOFLUSH
+	}
+	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough), fflags, true, nil
 }
 
 var _ fs.NodeMkdirer = (*node)(nil)

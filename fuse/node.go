@@ -29,9 +29,29 @@ type node struct {
 	u    *union
 	opts *Options
 
-	mu          sync.Mutex // guards st and cachedOpens
+	mu          sync.Mutex // guards all below
 	st          nodeState
 	cachedOpens int // open handles not using passthrough
+	// held: an open handle on the node's upper object, used for
+	// SETATTR and GETATTR without a handle (the kernel sends none for
+	// fchmod, fchown, futimens); cleared on its release.
+	held *file
+	// noCap: the object has no security.capability xattr (the kernel
+	// asks on every first write and chown). Known for files created
+	// here, and learnt on the first ask: xattrs change only through
+	// this mount (Setxattr, Removexattr clear it).
+	noCap    bool
+	xattrGen uint64 // bumped before and after every xattr change
+}
+
+// xattrChanging forgets what is cached about the node's xattrs; called
+// before and after a change, so that an answer read during the change is
+// not cached.
+func (n *node) xattrChanging() {
+	n.mu.Lock()
+	n.noCap = false
+	n.xattrGen++
+	n.mu.Unlock()
 }
 
 // nodeState says where a node lives in the layers.
@@ -170,6 +190,11 @@ var _ fs.NodeGetattrer = (*node)(nil)
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
+	if ok, err := n.withHeldFd(func(fd int, _ bool) error { return unix.Fstat(fd, &st) }); ok && err == nil {
+		n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+		out.SetTimeout(n.opts.AttrTimeout)
+		return 0
+	}
 	meta, _ := n.paths()
 	err := lstat(meta, &st)
 	if err != nil {
@@ -328,6 +353,18 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := cu(); err != nil {
 		return errno(err)
 	}
+	if n.StableAttr().Mode == unix.S_IFREG {
+		var st unix.Stat_t
+		ok, err := n.withHeldFd(func(fd int, writable bool) error { return setattrFd(fd, writable, in, &st) })
+		if ok && !errors.Is(err, errNeedPath) {
+			if err != nil {
+				return errno(err)
+			}
+			n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+			out.SetTimeout(n.opts.AttrTimeout)
+			return 0
+		}
+	}
 	// Work on an O_PATH fd of the object, reached without following
 	// symlinks, and through /proc/self/fd where a call needs a path: a
 	// concurrent rename cannot point the change at another file.
@@ -399,6 +436,70 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return n.Getattr(ctx, f, out)
 }
 
+// errNeedPath: setattrFd cannot do the change on the descriptor it has.
+var errNeedPath = errors.New("setattr needs a path")
+
+// setattrFd applies a SETATTR to the open file fd (writable: opened for
+// writing) and fstats it into st.
+func setattrFd(fd int, writable bool, in *fuse.SetAttrIn, st *unix.Stat_t) error {
+	sz, truncate := in.GetSize()
+	if truncate && !writable {
+		return errNeedPath
+	}
+	if m, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, m&0o7777); err != nil {
+			return err
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchown(fd, su, sg); err != nil {
+			return err
+		}
+	}
+	if truncate {
+		if err := unix.Ftruncate(fd, int64(sz)); err != nil {
+			return err
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := setattrTimes(in)
+		// utimensat(fd, NULL, ts, 0) is futimens
+		if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+			return e
+		}
+	}
+	return unix.Fstat(fd, st)
+}
+
+// setattrTimes returns the times of a SETATTR for utimensat.
+func setattrTimes(in *fuse.SetAttrIn) [2]unix.Timespec {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if in.Valid&fuse.FATTR_ATIME != 0 {
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else {
+			ts[0] = unix.NsecToTimespec(int64(in.Atime)*1e9 + int64(in.Atimensec))
+		}
+	}
+	if in.Valid&fuse.FATTR_MTIME != 0 {
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else {
+			ts[1] = unix.NsecToTimespec(int64(in.Mtime)*1e9 + int64(in.Mtimensec))
+		}
+	}
+	return ts
+}
+
 var _ fs.NodeOpener = (*node)(nil)
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -425,7 +526,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// Passthrough only for upper files: the kernel keeps one backing file
 	// per inode, and a lower backing file would take the writes of a
 	// later open-for-write after copy-up.
-	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough)
+	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough, s.upper && !s.metacopy)
 	var fflags uint32
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
@@ -559,7 +660,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
 	}
-	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough), fflags, 0
+	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough, true), fflags, 0
 }
 
 // createAt is Create's common case, a name free in the upper dir: one
@@ -610,11 +711,15 @@ func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, ou
 	}
 	e.ino = n.u.ino(e.st.Dev, e.st.Ino)
 	ch = n.newChild(ctx, name, e, out)
+	cn := ch.Operations().(*node)
+	cn.mu.Lock()
+	cn.noCap = true // a new file has no xattrs but what the fs adds (never a capability)
+	cn.mu.Unlock()
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
 	}
-	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough), fflags, true, nil
+	return ch, cn.newFile(fd, write, !n.opts.NoPassthrough, true), fflags, true, nil
 }
 
 var _ fs.NodeMkdirer = (*node)(nil)
@@ -1059,8 +1164,26 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if overlay.IsOverlayXattr(attr) {
 		return 0, syscall.ENODATA
 	}
+	isCap := attr == "security.capability"
+	var gen uint64
+	if isCap {
+		n.mu.Lock()
+		none, g := n.noCap, n.xattrGen
+		n.mu.Unlock()
+		if none {
+			return 0, syscall.ENODATA
+		}
+		gen = g
+	}
 	meta, _ := n.paths()
 	sz, err := unix.Lgetxattr(meta, attr, dest)
+	if isCap && errors.Is(err, unix.ENODATA) {
+		n.mu.Lock()
+		if n.xattrGen == gen {
+			n.noCap = true
+		}
+		n.mu.Unlock()
+	}
 	if err != nil {
 		if errors.Is(err, unix.ERANGE) {
 			sz, err = unix.Lgetxattr(meta, attr, nil)
@@ -1100,6 +1223,8 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if overlay.IsOverlayXattr(attr) {
 		return syscall.EPERM
 	}
+	n.xattrChanging()
+	defer n.xattrChanging()
 	if err := n.copyUpMeta(); err != nil {
 		return errno(err)
 	}
@@ -1121,6 +1246,8 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, err := unix.Lgetxattr(meta, attr, nil); err != nil {
 		return errno(err)
 	}
+	n.xattrChanging()
+	defer n.xattrChanging()
 	if err := n.copyUpMeta(); err != nil {
 		return errno(err)
 	}

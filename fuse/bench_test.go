@@ -381,3 +381,106 @@ func BenchmarkChmodBig(b *testing.B) {
 		b.ReportMetric(float64(median(times["fuse/"+k]))/float64(median(times["kernel/"+k])), "x-kernel-"+k)
 	}
 }
+
+// BenchmarkLowerTree runs, on a lower tree of 10k files in 100 dirs and
+// a fresh ext4 for the upper per backend and round (backends in turn):
+// readdir of every dir on a fresh mount ("readdir-cold") and again
+// ("readdir-warm"), touch of every file (utimensat: a metadata copy-up),
+// then rm -rf of the tree on another fresh mount. Reports medians (use
+// -benchtime=3x or more) in ms and the ratios fuse/kernel and
+// fuse/fuse-overlayfs.
+func BenchmarkLowerTree(b *testing.B) {
+	testutil.RequireFUSE(b)
+	testutil.RequireOverlay(b)
+	const files = 10000
+	tarball := filepath.Join(b.TempDir(), "t.tar")
+	writeTar(b, tarball, files)
+	lower := b.TempDir()
+	if out, err := exec.Command("tar", "-xf", tarball, "-C", lower).CombinedOutput(); err != nil {
+		b.Fatalf("tar: %v %s", err, out)
+	}
+	var dirs, paths []string
+	for d := 0; d < 100; d++ {
+		dirs = append(dirs, fmt.Sprintf("d%03d", d))
+	}
+	for i := 0; i < files; i++ {
+		paths = append(paths, fmt.Sprintf("d%03d/f%05d", i%100, i))
+	}
+	backends := []struct {
+		name  string
+		mount benchMount
+	}{{"kernel", benchBackends["kernel"]}, {"fuse", benchBackends["fuse"]}, {"fuse-overlayfs", fuseOverlayfs}}
+	if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
+		backends = backends[:2]
+	}
+	mount := func(be benchMount) (string, func()) {
+		fsys := freshExt4(b)
+		upper, work, target := filepath.Join(fsys, "upper"), filepath.Join(fsys, "work"), filepath.Join(fsys, "target")
+		for _, d := range []string{upper, work, target} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		s, err := overlay.NewStack([]string{lower}, overlay.WithUpper(upper, work))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return target, be(b, s, target)
+	}
+	readdirAll := func(root string) time.Duration {
+		start := time.Now()
+		n := 0
+		for _, d := range dirs {
+			f, err := os.Open(filepath.Join(root, d))
+			if err != nil {
+				b.Fatal(err)
+			}
+			names, err := f.Readdirnames(-1)
+			f.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(names)
+		}
+		if n != files {
+			b.Fatalf("readdir: %d names, want %d", n, files)
+		}
+		return time.Since(start)
+	}
+	times := map[string][]time.Duration{}
+	add := func(k string, d time.Duration) { times[k] = append(times[k], d) }
+	for i := 0; i < b.N; i++ {
+		for _, be := range backends {
+			root, unmount := mount(be.mount)
+			add(be.name+"/readdir-cold", readdirAll(root))
+			add(be.name+"/readdir-warm", readdirAll(root))
+			start := time.Now()
+			now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+			for _, p := range paths {
+				if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(root, p), now, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			add(be.name+"/touch", time.Since(start))
+			unmount()
+			root, unmount = mount(be.mount)
+			start = time.Now()
+			for _, d := range dirs {
+				if err := os.RemoveAll(filepath.Join(root, d)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			add(be.name+"/rm-rf", time.Since(start))
+			unmount()
+		}
+	}
+	for _, m := range []string{"readdir-cold", "readdir-warm", "touch", "rm-rf"} {
+		for _, be := range backends {
+			b.ReportMetric(float64(median(times[be.name+"/"+m]).Microseconds())/1000, "ms-"+be.name+"-"+m)
+		}
+		b.ReportMetric(float64(median(times["fuse/"+m]))/float64(median(times["kernel/"+m])), "x-kernel-"+m)
+		if len(backends) == 3 {
+			b.ReportMetric(float64(median(times["fuse/"+m]))/float64(median(times["fuse-overlayfs/"+m])), "x-fuse-overlayfs-"+m)
+		}
+	}
+}

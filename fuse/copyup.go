@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -23,8 +24,11 @@ import (
 // format (sparse file of the same size with the "metacopy" xattr; its
 // data stays below), other types are copied whole.
 //
+// impure, if not nil, is the parent's "known impure" flag: the parent is
+// marked impure only while the flag is unset.
+//
 // Preconditions: u.cuMu is held.
-func (u *union) copyUp(rel, meta, data string, origin *lref, replace, metaOnly bool) (err error) {
+func (u *union) copyUp(rel, meta, data string, origin *lref, replace, metaOnly bool, impure *atomic.Bool) (err error) {
 	var st unix.Stat_t
 	if err := lstat(meta, &st); err != nil {
 		return &os.PathError{Op: "copy-up lstat", Path: meta, Err: err}
@@ -97,8 +101,13 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace, metaOnly b
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, flags); err != nil {
 		return &os.PathError{Op: "copy-up rename", Path: dst, Err: err}
 	}
-	if origin != nil {
-		return u.markImpure(path.Dir(dst))
+	if origin != nil && (impure == nil || !impure.Load()) {
+		if err := u.markImpure(path.Dir(dst)); err != nil {
+			return err
+		}
+		if impure != nil {
+			impure.Store(true)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -42,6 +43,20 @@ type node struct {
 	// this mount (Setxattr, Removexattr clear it).
 	noCap    bool
 	xattrGen uint64 // bumped before and after every xattr change
+
+	// impure: the node's upper dir is known to carry the "impure" xattr
+	// (it moves with the dir on rename; nothing removes it).
+	impure atomic.Bool
+}
+
+// parentImpure returns the impure flag of the node's parent, or nil.
+func (n *node) parentImpure() *atomic.Bool {
+	if _, p := n.Parent(); p != nil {
+		if pn, ok := p.Operations().(*node); ok {
+			return &pn.impure
+		}
+	}
+	return nil
 }
 
 // xattrChanging forgets what is cached about the node's xattrs; called
@@ -256,14 +271,14 @@ func (n *node) copyUpNotify(syncNotify bool) error {
 	switch {
 	case s.upper && s.metacopy:
 		// full copy over the metadata-only one; it keeps its origin
-		err = n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(s.lowers[len(s.lowers)-1]), nil, true, false)
+		err = n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(s.lowers[len(s.lowers)-1]), nil, true, false, nil)
 	case len(s.lowers) > 0:
 		meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
 		if !s.metacopy {
 			data = meta
 		}
 		origin := s.lowers[0]
-		err = n.u.copyUp(rel, meta, data, &origin, false, false)
+		err = n.u.copyUp(rel, meta, data, &origin, false, false, n.parentImpure())
 		if errors.Is(err, unix.EEXIST) {
 			err = nil // raced with an earlier copy-up
 		}
@@ -323,7 +338,7 @@ func (n *node) copyUpMeta() error {
 	rel := n.rel()
 	meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
 	origin := s.lowers[0]
-	err := n.u.copyUp(rel, meta, data, &origin, false, true)
+	err := n.u.copyUp(rel, meta, data, &origin, false, true, n.parentImpure())
 	if errors.Is(err, unix.EEXIST) {
 		err = nil // raced with an earlier copy-up
 	}
@@ -921,6 +936,17 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	if !e.upper {
+		// lower only (the common rm -rf of an image tree): a whiteout,
+		// made on an fd of the upper dir
+		dfd, err := n.u.openUpper(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return errno(err)
+		}
+		err = unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0)
+		unix.Close(dfd)
+		return errno(err)
+	}
 	needWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
 		return errno(err)
@@ -931,14 +957,12 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	defer done()
 	switch {
-	case e.upper && needWO:
+	case needWO:
 		err = n.u.replaceWithWhiteout(p, dir)
-	case e.upper && dir:
+	case dir:
 		err = n.u.removeUpperDir(p)
-	case e.upper:
-		err = unix.Unlink(p)
 	default:
-		err = overlay.MakeWhiteout(path.Dir(p), name)
+		err = unix.Unlink(p)
 	}
 	return errno(err)
 }
@@ -1099,7 +1123,7 @@ func (n *node) copyUpChild(name string, e *entry) error {
 	defer n.u.cuMu.Unlock()
 	rel := path.Join(n.rel(), name)
 	if e.upper {
-		return n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(e.lowers[len(e.lowers)-1]), nil, true, false)
+		return n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(e.lowers[len(e.lowers)-1]), nil, true, false, nil)
 	}
 	meta := n.u.lowerPath(e.lowers[0])
 	data := meta
@@ -1107,7 +1131,7 @@ func (n *node) copyUpChild(name string, e *entry) error {
 		data = n.u.lowerPath(e.lowers[len(e.lowers)-1])
 	}
 	origin := e.lowers[0]
-	err := n.u.copyUp(rel, meta, data, &origin, false, false)
+	err := n.u.copyUp(rel, meta, data, &origin, false, false, &n.impure)
 	if errors.Is(err, unix.EEXIST) {
 		err = nil
 	}

@@ -905,6 +905,24 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return n.remove(name, true)
 }
 
+// removeTarget resolves the child name for remove. A lower-only child the
+// kernel already knows (rm -rf after READDIRPLUS) is answered from its
+// node: lower layers never change, and the upper only through this mount
+// (which updates the node's state); anything else is looked up.
+func (n *node) removeTarget(rel, name string) (*entry, error) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			s := cn.state()
+			if !s.upper && !s.metacopy && len(s.lowers) > 0 {
+				e := &entry{lowers: s.lowers, ino: ch.StableAttr().Ino}
+				e.st.Mode = ch.StableAttr().Mode
+				return e, nil
+			}
+		}
+	}
+	return n.u.lookup(rel, n.dirState(), name)
+}
+
 // remove deletes name from the union: from the upper layer if it is
 // there, and with a whiteout if a lower layer has the name.
 func (n *node) remove(name string, dir bool) syscall.Errno {
@@ -912,7 +930,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return syscall.EROFS
 	}
 	rel := n.rel()
-	e, err := n.u.lookup(rel, n.dirState(), name)
+	e, err := n.removeTarget(rel, name)
 	if err != nil {
 		return errno(err)
 	}

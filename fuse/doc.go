@@ -66,6 +66,14 @@
 // does not pass the kill flags of WRITE and OPEN to the filesystem.
 // GOMAXPROCS is an option (RecommendedGOMAXPROCS).
 //
+// Server work per request is kept small: a dir made through the mount
+// knows its names (node.names), so the negative LOOKUP before each create
+// needs no syscall; Create is one openat on an O_PATH fd of the upper dir
+// plus fchown/fstat on the new fd; SETATTR and GETATTR without a handle
+// use an open handle the node holds on its upper object (node.held);
+// security.capability absence is remembered per node; unlink of a
+// lower-only name the kernel knows is one mknodat.
+//
 // # Differences from kernel overlayfs
 //
 //   - link and rename of a lower file copy its data up (the kernel

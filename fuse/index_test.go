@@ -108,3 +108,49 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 	m.Unmount(t)
 	diffTrees(t, "kernel after fuse changes", kernelTree(), got)
 }
+
+// TestNewDirNames: in a dir made through the mount, names are answered
+// from memory; every way a name comes and goes keeps lookups right.
+func TestNewDirNames(t *testing.T) {
+	testutil.RequireFUSE(t)
+	l := newCrossLayers(t)
+	m := backend{}.Mount(t, l.layers())
+	p := func(n string) string { return filepath.Join(m.Root(), n) }
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(n string) bool {
+		var st unix.Stat_t
+		return unix.Lstat(p(n), &st) == nil
+	}
+	must(os.Mkdir(p("new"), 0o755))
+	must(os.Mkdir(p("new2"), 0o755))
+	if exists("new/a") {
+		t.Fatal("new/a exists before creation")
+	}
+	must(os.WriteFile(p("new/a"), nil, 0o644))
+	must(os.Symlink("x", p("new/s")))
+	must(os.Link(p("new/a"), p("new/h")))
+	must(unix.Mknod(p("new/fifo"), unix.S_IFIFO|0o644, 0))
+	must(os.Mkdir(p("new/d"), 0o755))
+	must(os.Rename(p("a"), p("new/froml")))  // lower file moved in
+	must(os.Rename(p("new/a"), p("new2/a"))) // moved across new dirs
+	must(os.Rename(p("new/s"), p("new/s2"))) // within
+	must(unix.Renameat2(unix.AT_FDCWD, p("new/h"), unix.AT_FDCWD, p("new/fifo"), unix.RENAME_EXCHANGE))
+	must(os.Remove(p("new/d")))
+	for n, want := range map[string]bool{
+		"new/a": false, "new2/a": true, "new/s": false, "new/s2": true, "new/h": true,
+		"new/fifo": true, "new/d": false, "new/froml": true, "a": false,
+	} {
+		if got := exists(n); got != want {
+			t.Errorf("%s: exists %v, want %v", n, got, want)
+		}
+	}
+	must(os.WriteFile(p("new/a"), []byte("again"), 0o644))
+	if b, err := os.ReadFile(p("new/a")); err != nil || string(b) != "again" {
+		t.Errorf("re-created new/a: %q %v", b, err)
+	}
+}

@@ -44,9 +44,52 @@ type node struct {
 	noCap    bool
 	xattrGen uint64 // bumped before and after every xattr change
 
+	// names: for a dir made through this mount (all its names were made
+	// here too), a superset of the names in its upper dir: a name is
+	// added before it is made and deleted only after it is gone, so a
+	// name not in it does not exist (the negative LOOKUP before every
+	// create is answered without a syscall). nil: unknown.
+	names map[string]struct{}
+
 	// impure: the node's upper dir is known to carry the "impure" xattr
 	// (it moves with the dir on rename; nothing removes it).
 	impure atomic.Bool
+}
+
+// maxKnownNames bounds node.names; a bigger dir forgets its names.
+const maxKnownNames = 1 << 17
+
+// noteName records that name may exist in the node's upper dir.
+func (n *node) noteName(name string) {
+	n.mu.Lock()
+	if n.names != nil {
+		if len(n.names) >= maxKnownNames {
+			n.names = nil
+		} else {
+			n.names[name] = struct{}{}
+		}
+	}
+	n.mu.Unlock()
+}
+
+// forgetName records that name is gone from the node's upper dir.
+func (n *node) forgetName(name string) {
+	n.mu.Lock()
+	if n.names != nil {
+		delete(n.names, name)
+	}
+	n.mu.Unlock()
+}
+
+// knownAbsent reports whether name surely does not exist in the dir.
+func (n *node) knownAbsent(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.names == nil {
+		return false
+	}
+	_, ok := n.names[name]
+	return !ok
 }
 
 // parentImpure returns the impure flag of the node's parent, or nil.
@@ -191,6 +234,10 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, out *fuse.En
 var _ fs.NodeLookuper = (*node)(nil)
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.knownAbsent(name) {
+		out.SetEntryTimeout(n.opts.NegativeTimeout)
+		return nil, syscall.ENOENT
+	}
 	e, err := n.u.lookup(n.rel(), n.dirState(), name)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -638,6 +685,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	if ch, fh, fflags, ok, err := n.createAt(ctx, name, flags, mode, out); ok || err != nil {
 		return ch, fh, fflags, errno(err)
 	}
@@ -745,6 +793,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -770,6 +819,13 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno(err)
 	}
 	ch, err := n.createdEntry(ctx, p, out, true)
+	if err == nil {
+		// a new dir: every name in it will be made through this mount
+		cn := ch.Operations().(*node)
+		cn.mu.Lock()
+		cn.names = map[string]struct{}{}
+		cn.mu.Unlock()
+	}
 	return ch, errno(err)
 }
 
@@ -786,6 +842,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -814,6 +871,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -849,6 +907,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, _, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -961,6 +1020,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		if err != nil {
 			return errno(err)
 		}
+		n.noteName(name) // the whiteout
 		err = unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0)
 		unix.Close(dfd)
 		return errno(err)
@@ -981,6 +1041,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		err = n.u.removeUpperDir(p)
 	default:
 		err = unix.Unlink(p)
+	}
+	if err == nil && !needWO {
+		n.forgetName(name)
 	}
 	return errno(err)
 }
@@ -1104,8 +1167,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if srcWO {
 		rflags |= unix.RENAME_WHITEOUT
 	}
+	np.noteName(newName)
 	if err := unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, dp, rflags); err != nil {
 		return errno(err)
+	}
+	if !srcWO {
+		n.forgetName(name)
 	}
 	if len(src.lowers) > 0 {
 		// the moved object has an origin or a redirect

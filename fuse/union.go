@@ -3,6 +3,7 @@ package fuse
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -425,11 +426,10 @@ func (u *union) upperIno(p string, st *unix.Stat_t) uint64 {
 	return u.ino(st.Dev, st.Ino)
 }
 
-// dirent is one entry of a merged listing.
+// dirent is one entry of a merged listing (its type and inode number
+// come from the lookup each entry gets).
 type dirent struct {
 	name string
-	mode uint32 // S_IFMT bits
-	ino  uint64
 }
 
 // readDir lists the merged directory rel with state d: upper first, then
@@ -452,31 +452,37 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 				xwo = true
 			}
 		}
-		names, err := f.Readdirnames(-1)
+		ents, err := f.ReadDir(-1)
 		if err != nil {
 			return err
 		}
-		for _, n := range names {
+		for _, de := range ents {
+			n := de.Name()
 			if seen[n] {
 				continue
 			}
 			seen[n] = true
-			var st unix.Stat_t
-			if err := lstat(path.Join(dir, n), &st); err != nil {
-				if errors.Is(err, unix.ENOENT) {
+			typ := de.Type()
+			// the entry's type is enough but for whiteouts (char devices)
+			// and, in opaque="x" dirs, xattr whiteouts (empty files)
+			if typ&fs.ModeCharDevice != 0 || typ&fs.ModeType == fs.ModeIrregular || (xwo && typ.IsRegular()) {
+				var st unix.Stat_t
+				if err := lstat(path.Join(dir, n), &st); err != nil {
+					if errors.Is(err, unix.ENOENT) {
+						continue
+					}
+					return err
+				}
+				if overlay.IsWhiteoutStat(&st) {
 					continue
 				}
-				return err
-			}
-			if overlay.IsWhiteoutStat(&st) {
-				continue
-			}
-			if xwo {
-				if wo, _ := u.format.IsXattrWhiteout(path.Join(dir, n), &st, true); wo {
-					continue
+				if xwo {
+					if wo, _ := u.format.IsXattrWhiteout(path.Join(dir, n), &st, true); wo {
+						continue
+					}
 				}
 			}
-			out = append(out, dirent{name: n, mode: st.Mode & unix.S_IFMT, ino: u.ino(st.Dev, st.Ino)})
+			out = append(out, dirent{name: n})
 		}
 		return nil
 	}

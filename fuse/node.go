@@ -471,31 +471,30 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if in.Valid&fuse.FATTR_ATIME != 0 {
-			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
-				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
-			} else {
-				ts[0] = unix.NsecToTimespec(int64(in.Atime)*1e9 + int64(in.Atimensec))
-			}
-		}
-		if in.Valid&fuse.FATTR_MTIME != 0 {
-			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
-				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
-			} else {
-				ts[1] = unix.NsecToTimespec(int64(in.Mtime)*1e9 + int64(in.Mtimensec))
-			}
-		}
+		ts := setattrTimes(in)
 		// a symlink's own times: by name, not following the last link
 		tp, flags := p, 0 // follow the /proc magic link to the object
 		if isLink {
 			tp, flags = n.u.upperPath(n.rel()), unix.AT_SYMLINK_NOFOLLOW
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, tp, ts, flags); err != nil {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, tp, ts[:], flags); err != nil {
 			return errno(err)
 		}
 	}
-	return n.Getattr(ctx, f, out)
+	// attributes from the fd the change went through (no path walk)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return errno(err)
+	}
+	if s := n.state(); s.metacopy && len(s.lowers) > 0 {
+		var dst unix.Stat_t // as the kernel: a metacopy's blocks are its data's
+		if lstat(n.u.lowerPath(s.lowers[len(s.lowers)-1]), &dst) == nil {
+			st.Blocks = dst.Blocks
+		}
+	}
+	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+	out.SetTimeout(n.opts.AttrTimeout)
+	return 0
 }
 
 // errNeedPath: setattrFd cannot do the change on the descriptor it has.

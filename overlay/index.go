@@ -155,10 +155,38 @@ func NewLowerIndex(lowers []string, maxDirs int) *LowerIndex {
 	return &LowerIndex{lowers: lowers, max: maxDirs, m: map[string]*list.Element{}, layers: make([]*LayerIndex, len(lowers))}
 }
 
+// WithLowerIndexFiles gives the on-disk indexes (WriteIndexFile) of the
+// lower layers, one per lower layer in Lowers order, "" for none. They are
+// read on the first use of the stack's LowerIndex; a missing, corrupt or
+// foreign file (ErrIndexInvalid) is skipped and that layer listed instead,
+// as the index is only a cache of what the layer dir says.
+func WithLowerIndexFiles(files []string) StackOption {
+	return func(s *Stack) { s.state.indexFiles = files }
+}
+
 // LowerIndex returns the stack's shared lower-layer index.
 func (s *Stack) LowerIndex() *LowerIndex {
-	s.state.indexOnce.Do(func() { s.state.index = NewLowerIndex(s.lowers, 0) })
+	s.state.indexOnce.Do(func() {
+		x := NewLowerIndex(s.lowers, 0)
+		for i, f := range s.state.indexFiles {
+			if f == "" || i >= len(s.lowers) {
+				continue
+			}
+			if li, err := ReadIndexFile(f, s.lowers[i]); err == nil {
+				x.UseLayerIndex(i, li)
+			}
+		}
+		s.state.index = x
+	})
 	return s.state.index
+}
+
+// LayerIndexed reports whether lower layer i is answered from an on-disk
+// index.
+func (x *LowerIndex) LayerIndexed(i int) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return i >= 0 && i < len(x.layers) && x.layers[i] != nil
 }
 
 // UseLayerIndex makes the index read lower layer i's dirs from li (see

@@ -118,3 +118,29 @@ func TestLayerIndexFile(t *testing.T) {
 		t.Errorf("corrupt index: %v", err)
 	}
 }
+
+func TestWithLowerIndexFiles(t *testing.T) {
+	s := fixture{lowers: [][]string{{"f d/a"}, {"f d/b"}}}.build(t)
+	dir := t.TempDir()
+	f0, bad := filepath.Join(dir, "l0.idx"), filepath.Join(dir, "bad.idx")
+	if err := WriteIndexFile(s.Lowers()[0], f0); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteIndexFile(s.Lowers()[0], bad); err != nil { // for the wrong layer
+		t.Fatal(err)
+	}
+	s2, err := NewStack(s.Lowers(), WithLowerIndexFiles([]string{f0, bad}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s2.LowerIndex()
+	if !x.LayerIndexed(0) || x.LayerIndexed(1) {
+		t.Errorf("indexed layers: 0=%v 1=%v, want true, false", x.LayerIndexed(0), x.LayerIndexed(1))
+	}
+	for name, want := range map[string]string{"a": "0:10 ", "b": "1:10 ", "c": ""} {
+		h, err := x.Lookup([]LowerDir{{0, "d"}, {1, "d"}}, name)
+		if err != nil || hitsString(h) != want {
+			t.Errorf("%s: %q %v, want %q", name, hitsString(h), err, want)
+		}
+	}
+}

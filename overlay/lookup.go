@@ -69,8 +69,9 @@ type unionState struct {
 	workDir atomic.Bool   // the work/work subdir exists
 	noClone sync.Map      // st_dev (uint64) of sources FICLONE failed for
 
-	indexOnce sync.Once   // guards index
-	index     *LowerIndex // lower-layer name index (index.go)
+	indexOnce  sync.Once   // guards index
+	index      *LowerIndex // lower-layer name index (index.go)
+	indexFiles []string    // per lower layer: on-disk index file, or ""
 }
 
 // cleanPath cleans a union path. Leading slashes are ignored; a path that

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,18 +226,67 @@ func fuseOverlayfs(b *testing.B, s *overlay.Stack, target string) func() {
 	}
 }
 
-// statNames lstats dir/name for every name and returns the time taken;
-// wantErr: the names are expected to be missing.
-func statNames(b *testing.B, dir string, names []string, wantErr bool) time.Duration {
+// statHelperEnv makes TestStatHelper, run as a child process, lstat
+// names: "dir\nnamesfile\nwant" (want "ok" or "err").
+const statHelperEnv = "STRATA_STAT_HELPER"
+
+// TestStatHelper is the client side of BenchmarkStatDepth in its own
+// process: a client in the server's process shares its Ps, and with few
+// of them a server thread waking from a read of /dev/fuse waits for a P
+// the blocked client holds, which measures the Go scheduler instead.
+func TestStatHelper(t *testing.T) {
+	spec := os.Getenv(statHelperEnv)
+	if spec == "" {
+		t.Skip("helper process for BenchmarkStatDepth")
+	}
+	a := strings.Split(spec, "\n")
+	data, err := os.ReadFile(a[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Fields(string(data))
 	start := time.Now()
 	var st unix.Stat_t
 	for _, n := range names {
-		err := unix.Lstat(dir+"/"+n, &st)
-		if (err != nil) != wantErr {
-			b.Fatalf("lstat %s/%s: %v", dir, n, err)
+		if err := unix.Lstat(a[0]+"/"+n, &st); (err != nil) != (a[2] == "err") {
+			t.Fatalf("lstat %s/%s: %v", a[0], n, err)
 		}
 	}
-	return time.Since(start)
+	fmt.Printf("elapsed=%d\n", time.Since(start).Nanoseconds())
+}
+
+// statNames lstats dir/name for every name listed in namesFile in a
+// child process and returns the time taken; wantErr: the names are
+// expected to be missing.
+func statNames(b *testing.B, dir, namesFile string, wantErr bool) time.Duration {
+	want := "ok"
+	if wantErr {
+		want = "err"
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStatHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), statHelperEnv+"="+dir+"\n"+namesFile+"\n"+want)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("stat helper: %v %s", err, out)
+	}
+	i := strings.Index(string(out), "elapsed=")
+	if i < 0 {
+		b.Fatalf("stat helper: no result in %s", out)
+	}
+	var ns int64
+	if _, err := fmt.Sscanf(string(out[i:]), "elapsed=%d", &ns); err != nil {
+		b.Fatalf("stat helper: %v in %s", err, out)
+	}
+	return time.Duration(ns)
+}
+
+// cleanupOnce makes f idempotent and also runs it at cleanup (a failed
+// benchmark must not leave a mount behind).
+func cleanupOnce(b *testing.B, f func()) func() {
+	var once sync.Once
+	g := func() { once.Do(f) }
+	b.Cleanup(g)
+	return g
 }
 
 func median(d []time.Duration) time.Duration {
@@ -278,6 +328,13 @@ func BenchmarkStatDepth(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			namesFile, missingFile := filepath.Join(root, "names"), filepath.Join(root, "missing")
+			if err := os.WriteFile(namesFile, []byte(strings.Join(names, "\n")), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(missingFile, []byte(strings.Join(missing, "\n")), 0o644); err != nil {
+				b.Fatal(err)
+			}
 			backends := []struct {
 				name  string
 				mount benchMount
@@ -293,11 +350,11 @@ func BenchmarkStatDepth(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					unmount := be.mount(b, s, target)
+					unmount := cleanupOnce(b, be.mount(b, s, target))
 					dir := target + "/d"
-					times[be.name+"/remount"] = append(times[be.name+"/remount"], statNames(b, dir, names, false))
-					times[be.name+"/warm"] = append(times[be.name+"/warm"], statNames(b, dir, names, false))
-					times[be.name+"/missing"] = append(times[be.name+"/missing"], statNames(b, dir, missing, true))
+					times[be.name+"/remount"] = append(times[be.name+"/remount"], statNames(b, dir, namesFile, false))
+					times[be.name+"/warm"] = append(times[be.name+"/warm"], statNames(b, dir, namesFile, false))
+					times[be.name+"/missing"] = append(times[be.name+"/missing"], statNames(b, dir, missingFile, true))
 					unmount()
 				}
 			}
@@ -481,6 +538,61 @@ func BenchmarkLowerTree(b *testing.B) {
 		b.ReportMetric(float64(median(times["fuse/"+m]))/float64(median(times["kernel/"+m])), "x-kernel-"+m)
 		if len(backends) == 3 {
 			b.ReportMetric(float64(median(times["fuse/"+m]))/float64(median(times["fuse-overlayfs/"+m])), "x-fuse-overlayfs-"+m)
+		}
+	}
+}
+
+// BenchmarkServerLookup measures the server's own work for a lookup of a
+// bottom-layer name (present) and of an absent name in a dir every layer
+// has, without FUSE, with the lower name index and without it.
+func BenchmarkServerLookup(b *testing.B) {
+	for _, depth := range []int{1, 8, 32, 128} {
+		root := b.TempDir()
+		var lowers []string
+		for i := 0; i < depth; i++ {
+			l := filepath.Join(root, fmt.Sprintf("l%03d", i))
+			if err := os.MkdirAll(filepath.Join(l, "d"), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(l, "d", fmt.Sprintf("layer%03d", i)), nil, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			lowers = append(lowers, l)
+		}
+		if err := os.WriteFile(filepath.Join(lowers[depth-1], "d", "bottom"), nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		s, err := overlay.NewStack(lowers)
+		if err != nil {
+			b.Fatal(err)
+		}
+		u, err := newUnion(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(u.close)
+		d := dirState{}
+		for i := range lowers {
+			d.lowers = append(d.lowers, lref{layer: i, path: "d"})
+		}
+		indexed := d
+		if indexed.index, err = u.dirIndex(d.lowers); err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range []struct {
+			name string
+			d    dirState
+		}{{"index", indexed}, {"noindex", d}} {
+			for _, name := range []string{"bottom", "missing"} {
+				b.Run(fmt.Sprintf("depth=%d/%s/%s", depth, c.name, name), func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						_, err := u.lookup("d", c.d, name)
+						if (err != nil) != (name == "missing") {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
 		}
 	}
 }

@@ -46,8 +46,8 @@ func splitLayoutRef(ref string) (dir, tag string) {
 func (o *importImageOptions) run(cmd *cobra.Command, ref string) error {
 	dir, tag := splitLayoutRef(ref)
 	fail := func(err error) error { return fmt.Errorf("import-image %q: %w", ref, err) }
-	// The layout is read before the store is opened: a bad ref or image
-	// fails without touching the store.
+	// A ref that names no layout fails before the store is opened (and
+	// perhaps created).
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 		return fail(pathCause(err))
 	}

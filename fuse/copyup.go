@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -18,10 +19,16 @@ import (
 // metadata-only copy), data where a regular file's bytes live. The copy is
 // built in the work dir and renamed into place, so a crash leaves either
 // nothing or the whole object. The parent of rel must already be in the
-// upper layer. origin, if set, is recorded as the kernel does.
+// upper layer. origin, if set, is recorded as the kernel does. metaOnly
+// makes a regular file a metadata-only copy in the kernel's metacopy
+// format (sparse file of the same size with the "metacopy" xattr; its
+// data stays below), other types are copied whole.
+//
+// impure, if not nil, is the parent's "known impure" flag: the parent is
+// marked impure only while the flag is unset.
 //
 // Preconditions: u.cuMu is held.
-func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err error) {
+func (u *union) copyUp(rel, meta, data string, origin *lref, replace, metaOnly bool, impure *atomic.Bool) (err error) {
 	var st unix.Stat_t
 	if err := lstat(meta, &st); err != nil {
 		return &os.PathError{Op: "copy-up lstat", Path: meta, Err: err}
@@ -38,6 +45,12 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 			return &os.PathError{Op: "copy-up mkdir", Path: tmp, Err: err}
 		}
 	case unix.S_IFREG:
+		if metaOnly {
+			if err := makeMetacopy(tmp, st.Size); err != nil {
+				return err
+			}
+			break
+		}
 		if err := u.copyData(tmp, data, st.Size); err != nil {
 			return err
 		}
@@ -56,6 +69,12 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 	}
 	if err := u.copyMeta(meta, tmp, &st, origin); err != nil {
 		return err
+	}
+	if metaOnly && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		// after copyMeta, which drops overlay's xattrs of the source
+		if err := unix.Lsetxattr(tmp, u.format.Xattr(overlay.XattrMetacopy), nil, 0); err != nil {
+			return &os.PathError{Op: "copy-up set metacopy", Path: tmp, Err: err}
+		}
 	}
 	dst, done, err := u.safeUpper(rel)
 	if err != nil {
@@ -82,8 +101,26 @@ func (u *union) copyUp(rel, meta, data string, origin *lref, replace bool) (err 
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, flags); err != nil {
 		return &os.PathError{Op: "copy-up rename", Path: dst, Err: err}
 	}
-	if origin != nil {
-		return u.markImpure(path.Dir(dst))
+	if origin != nil && (impure == nil || !impure.Load()) {
+		if err := u.markImpure(path.Dir(dst)); err != nil {
+			return err
+		}
+		if impure != nil {
+			impure.Store(true)
+		}
+	}
+	return nil
+}
+
+// makeMetacopy creates p as an empty file of size bytes (all hole).
+func makeMetacopy(p string, size int64) error {
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "copy-up create", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		return &os.PathError{Op: "copy-up truncate", Path: p, Err: err}
 	}
 	return nil
 }

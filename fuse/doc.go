@@ -20,8 +20,12 @@
 //     gets an absolute redirect xattr to its lower path;
 //   - copy-up: built in the work dir, renamed into place; the copy gets
 //     the kernel's "origin" xattr (a file handle of the lower object).
-//   - metadata-only copies (metacopy=on) and xattr whiteouts written by
-//     the kernel are read; strata itself always copies data up.
+//   - chmod/chown/utimes/setxattr of a lower regular file write a
+//     metadata-only copy (kernel metacopy=on format: sparse file of the
+//     same size, "metacopy" and "origin" xattrs; not under userxattr,
+//     where the kernel refuses metacopy); its data is copied up on the
+//     first open for write or truncate. Link and rename copy data up.
+//     Kernel-written metacopy files and xattr whiteouts are read.
 //
 // # Inode numbers
 //
@@ -33,6 +37,14 @@
 // merged dir reports its topmost lower dir's. A copied-up file whose
 // origin has several links reports its own number (copy-up broke the
 // link, as with the kernel and index=off). One st_dev for the mount.
+//
+// # Lower name index
+//
+// Lookups in a dir merged from two or more lower dirs go through an
+// overlay.DirIndex (overlay/index.go), built on the first lookup in the
+// dir with one getdents per lower dir and kept in the node (and in the
+// stack's LRU-bounded overlay.LowerIndex): a missing name costs a map
+// probe at any depth, a present one an lstat of the layers that hold it.
 //
 // # Caching
 //
@@ -54,11 +66,18 @@
 // does not pass the kill flags of WRITE and OPEN to the filesystem.
 // GOMAXPROCS is an option (RecommendedGOMAXPROCS).
 //
+// Server work per request is kept small: a dir made through the mount
+// knows its names (node.names), so the negative LOOKUP before each create
+// needs no syscall; Create is one openat on an O_PATH fd of the upper dir
+// plus fchown/fstat on the new fd; SETATTR and GETATTR without a handle
+// use an open handle the node holds on its upper object (node.held);
+// security.capability absence is remembered per node; unlink of a
+// lower-only name the kernel knows is one mknodat.
+//
 // # Differences from kernel overlayfs
 //
-//   - chmod/chown/utimes/setxattr of a lower file copy its data up too
-//     (no metacopy written; kernel-written metacopy files are read and
-//     completed on the first data change).
+//   - link and rename of a lower file copy its data up (the kernel
+//     writes a metacopy with a redirect).
 //   - POSIX ACLs are not enforced by the kernel's permission check
 //     (default_permissions checks mode bits; FUSE_POSIX_ACL is off).
 //   - mknod of a char device 0/0 fails EPERM (it would be a whiteout).

@@ -20,10 +20,18 @@ type file struct {
 	passthrough bool // offer the descriptor for kernel passthrough
 }
 
-// newFile wraps fd. The kernel refuses (EIO) to mix passthrough and cached
+// newFile wraps fd; upper: fd is on the node's own upper object (not a
+// lower file, not a metadata-only copy), so SETATTRs and GETATTRs that
+// come without a handle can use it (see node.held). The kernel refuses (EIO) to mix passthrough and cached
 // opens of one inode, so passthrough is offered only when the node has no
 // cached open; a cached open is counted until its release.
-func (n *node) newFile(fd int, writable, passthrough bool) *file {
+func (n *node) newFile(fd int, writable, passthrough, upper bool) *file {
+	f := &file{
+		LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile),
+		n:            n,
+		fd:           fd,
+		writable:     writable,
+	}
 	n.mu.Lock()
 	if n.cachedOpens > 0 {
 		passthrough = false
@@ -31,24 +39,38 @@ func (n *node) newFile(fd int, writable, passthrough bool) *file {
 	if !passthrough {
 		n.cachedOpens++
 	}
-	n.mu.Unlock()
-	return &file{
-		LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile),
-		n:            n,
-		fd:           fd,
-		writable:     writable,
-		passthrough:  passthrough,
+	f.passthrough = passthrough
+	if upper && (n.held == nil || writable && !n.held.writable) {
+		n.held = f
 	}
+	n.mu.Unlock()
+	return f
+}
+
+// withHeldFd runs fn on the descriptor of an open handle on the node's
+// upper object, if there is one, and reports whether there was. The
+// handle cannot be released meanwhile (fn runs under n.mu: it must not
+// call anything that takes it).
+func (n *node) withHeldFd(fn func(fd int, writable bool) error) (bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.held == nil {
+		return false, nil
+	}
+	return true, fn(n.held.fd, n.held.writable)
 }
 
 var _ fs.FileReleaser = (*file)(nil)
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.n.mu.Lock()
 	if !f.passthrough {
-		f.n.mu.Lock()
 		f.n.cachedOpens--
-		f.n.mu.Unlock()
 	}
+	if f.n.held == f {
+		f.n.held = nil
+	}
+	f.n.mu.Unlock()
 	return f.LoopbackFile.Release(ctx)
 }
 

@@ -7,7 +7,9 @@ import (
 	"hash/fnv"
 	"os"
 	"path"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -28,9 +30,86 @@ type node struct {
 	u    *union
 	opts *Options
 
-	mu          sync.Mutex // guards st and cachedOpens
+	mu          sync.Mutex // guards all below
 	st          nodeState
 	cachedOpens int // open handles not using passthrough
+	// held: an open handle on the node's upper object, used for
+	// SETATTR and GETATTR without a handle (the kernel sends none for
+	// fchmod, fchown, futimens); cleared on its release.
+	held *file
+	// noCap: the object has no security.capability xattr (the kernel
+	// asks on every first write and chown). Known for files created
+	// here, and learnt on the first ask: xattrs change only through
+	// this mount (Setxattr, Removexattr clear it).
+	noCap    bool
+	xattrGen uint64 // bumped before and after every xattr change
+
+	// names: for a dir made through this mount (all its names were made
+	// here too), a superset of the names in its upper dir: a name is
+	// added before it is made and deleted only after it is gone, so a
+	// name not in it does not exist (the negative LOOKUP before every
+	// create is answered without a syscall). nil: unknown.
+	names map[string]struct{}
+
+	// impure: the node's upper dir is known to carry the "impure" xattr
+	// (it moves with the dir on rename; nothing removes it).
+	impure atomic.Bool
+}
+
+// maxKnownNames bounds node.names; a bigger dir forgets its names.
+const maxKnownNames = 1 << 17
+
+// noteName records that name may exist in the node's upper dir.
+func (n *node) noteName(name string) {
+	n.mu.Lock()
+	if n.names != nil {
+		if len(n.names) >= maxKnownNames {
+			n.names = nil
+		} else {
+			n.names[name] = struct{}{}
+		}
+	}
+	n.mu.Unlock()
+}
+
+// forgetName records that name is gone from the node's upper dir.
+func (n *node) forgetName(name string) {
+	n.mu.Lock()
+	if n.names != nil {
+		delete(n.names, name)
+	}
+	n.mu.Unlock()
+}
+
+// knownAbsent reports whether name surely does not exist in the dir.
+func (n *node) knownAbsent(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.names == nil {
+		return false
+	}
+	_, ok := n.names[name]
+	return !ok
+}
+
+// parentImpure returns the impure flag of the node's parent, or nil.
+func (n *node) parentImpure() *atomic.Bool {
+	if _, p := n.Parent(); p != nil {
+		if pn, ok := p.Operations().(*node); ok {
+			return &pn.impure
+		}
+	}
+	return nil
+}
+
+// xattrChanging forgets what is cached about the node's xattrs; called
+// before and after a change, so that an answer read during the change is
+// not cached.
+func (n *node) xattrChanging() {
+	n.mu.Lock()
+	n.noCap = false
+	n.xattrGen++
+	n.mu.Unlock()
 }
 
 // nodeState says where a node lives in the layers.
@@ -42,6 +121,10 @@ type nodeState struct {
 	// gets its own inode (distinct StableAttr.Gen, same st_ino), so that a
 	// copy-up breaks the link as kernel overlayfs with index=off does.
 	linked bool
+	// index: the name index of the merged lower dirs (dirs with two or
+	// more lower dirs; built on the first lookup in the dir). Valid for
+	// exactly lowers: whoever changes lowers clears it.
+	index *overlay.DirIndex
 }
 
 func (n *node) state() nodeState {
@@ -50,17 +133,37 @@ func (n *node) state() nodeState {
 	return n.st
 }
 
+// setState replaces the node's state, keeping its index while the lower
+// dirs stay the same (a repeated lookup of the same dir).
 func (n *node) setState(s nodeState) {
 	n.mu.Lock()
+	if s.index == nil && n.st.index != nil && slices.Equal(n.st.lowers, s.lowers) {
+		s.index = n.st.index
+	}
 	n.st = s
 	n.mu.Unlock()
 }
 
 func (n *node) rel() string { return n.Path(n.Root()) }
 
+// dirState returns what the node knows about its dir, with the lower
+// name index, built here on first use.
 func (n *node) dirState() dirState {
 	s := n.state()
-	return dirState{upper: s.upper, lowers: s.lowers}
+	d := dirState{upper: s.upper, lowers: s.lowers, index: s.index}
+	if d.index == nil && len(d.lowers) >= indexMinLowers {
+		idx, err := n.u.dirIndex(d.lowers)
+		if err != nil {
+			return d // the per-layer lstats still answer
+		}
+		n.mu.Lock()
+		if slices.Equal(n.st.lowers, d.lowers) {
+			n.st.index = idx
+		}
+		n.mu.Unlock()
+		d.index = idx
+	}
+	return d
 }
 
 // metaPath is where the node's attributes live; dataPath where a regular
@@ -131,6 +234,10 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, out *fuse.En
 var _ fs.NodeLookuper = (*node)(nil)
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.knownAbsent(name) {
+		out.SetEntryTimeout(n.opts.NegativeTimeout)
+		return nil, syscall.ENOENT
+	}
 	e, err := n.u.lookup(n.rel(), n.dirState(), name)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -145,6 +252,11 @@ var _ fs.NodeGetattrer = (*node)(nil)
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
+	if ok, err := n.withHeldFd(func(fd int, _ bool) error { return unix.Fstat(fd, &st) }); ok && err == nil {
+		n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+		out.SetTimeout(n.opts.AttrTimeout)
+		return 0
+	}
 	meta, _ := n.paths()
 	err := lstat(meta, &st)
 	if err != nil {
@@ -154,6 +266,13 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		if err := unix.Fstat(fh.fd, &st); err != nil {
 			return errno(err)
+		}
+	}
+	if s := n.state(); s.upper && s.metacopy && len(s.lowers) > 0 {
+		// as the kernel: blocks of a metadata-only copy are its data's
+		var dst unix.Stat_t
+		if lstat(n.u.lowerPath(s.lowers[len(s.lowers)-1]), &dst) == nil {
+			st.Blocks = dst.Blocks
 		}
 	}
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
@@ -199,14 +318,14 @@ func (n *node) copyUpNotify(syncNotify bool) error {
 	switch {
 	case s.upper && s.metacopy:
 		// full copy over the metadata-only one; it keeps its origin
-		err = n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(s.lowers[len(s.lowers)-1]), nil, true)
+		err = n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(s.lowers[len(s.lowers)-1]), nil, true, false, nil)
 	case len(s.lowers) > 0:
 		meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
 		if !s.metacopy {
 			data = meta
 		}
 		origin := s.lowers[0]
-		err = n.u.copyUp(rel, meta, data, &origin, false)
+		err = n.u.copyUp(rel, meta, data, &origin, false, false, n.parentImpure())
 		if errors.Is(err, unix.EEXIST) {
 			err = nil // raced with an earlier copy-up
 		}
@@ -236,11 +355,77 @@ func (n *node) copyUpNotify(syncNotify bool) error {
 	return nil
 }
 
+// copyUpMeta brings the node into the upper layer for a change of its
+// metadata only (chmod, chown, utimes, xattrs): a lower regular file gets
+// a metadata-only copy in the kernel's metacopy format (as kernel
+// overlayfs with metacopy=on), its data copied on the first open for
+// write or truncate; other objects are copied whole (copyUp). Under
+// userxattr the kernel refuses metacopy, so files are copied whole too.
+func (n *node) copyUpMeta() error {
+	if n.u.upper == "" {
+		return unix.EROFS
+	}
+	if s := n.state(); s.upper || n.StableAttr().Mode != unix.S_IFREG || len(s.lowers) == 0 || n.u.format.UserXattr {
+		if s.upper {
+			return nil // a metadata-only copy stays one
+		}
+		return n.copyUp()
+	}
+	if _, parent := n.Parent(); parent != nil && !n.IsRoot() {
+		if err := parent.Operations().(*node).copyUp(); err != nil {
+			return err
+		}
+	}
+	n.u.cuMu.Lock()
+	defer n.u.cuMu.Unlock()
+	s := n.state()
+	if s.upper {
+		return nil
+	}
+	rel := n.rel()
+	meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
+	origin := s.lowers[0]
+	err := n.u.copyUp(rel, meta, data, &origin, false, true, n.parentImpure())
+	if errors.Is(err, unix.EEXIST) {
+		err = nil // raced with an earlier copy-up
+	}
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.st.upper = true
+	n.st.metacopy = true // data in lowers[last], as before
+	linked := n.st.linked
+	n.mu.Unlock()
+	if linked {
+		if name, parent := n.Parent(); parent != nil {
+			go parent.NotifyEntry(name)
+		}
+	}
+	return nil
+}
+
 var _ fs.NodeSetattrer = (*node)(nil)
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if err := n.copyUp(); err != nil {
+	cu := n.copyUpMeta
+	if _, ok := in.GetSize(); ok {
+		cu = n.copyUp
+	}
+	if err := cu(); err != nil {
 		return errno(err)
+	}
+	if n.StableAttr().Mode == unix.S_IFREG {
+		var st unix.Stat_t
+		ok, err := n.withHeldFd(func(fd int, writable bool) error { return setattrFd(fd, writable, in, &st) })
+		if ok && !errors.Is(err, errNeedPath) {
+			if err != nil {
+				return errno(err)
+			}
+			n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+			out.SetTimeout(n.opts.AttrTimeout)
+			return 0
+		}
 	}
 	// Work on an O_PATH fd of the object, reached without following
 	// symlinks, and through /proc/self/fd where a call needs a path: a
@@ -286,31 +471,94 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if in.Valid&fuse.FATTR_ATIME != 0 {
-			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
-				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
-			} else {
-				ts[0] = unix.NsecToTimespec(int64(in.Atime)*1e9 + int64(in.Atimensec))
-			}
-		}
-		if in.Valid&fuse.FATTR_MTIME != 0 {
-			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
-				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
-			} else {
-				ts[1] = unix.NsecToTimespec(int64(in.Mtime)*1e9 + int64(in.Mtimensec))
-			}
-		}
+		ts := setattrTimes(in)
 		// a symlink's own times: by name, not following the last link
 		tp, flags := p, 0 // follow the /proc magic link to the object
 		if isLink {
 			tp, flags = n.u.upperPath(n.rel()), unix.AT_SYMLINK_NOFOLLOW
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, tp, ts, flags); err != nil {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, tp, ts[:], flags); err != nil {
 			return errno(err)
 		}
 	}
-	return n.Getattr(ctx, f, out)
+	// attributes from the fd the change went through (no path walk)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return errno(err)
+	}
+	if s := n.state(); s.metacopy && len(s.lowers) > 0 {
+		var dst unix.Stat_t // as the kernel: a metacopy's blocks are its data's
+		if lstat(n.u.lowerPath(s.lowers[len(s.lowers)-1]), &dst) == nil {
+			st.Blocks = dst.Blocks
+		}
+	}
+	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+	out.SetTimeout(n.opts.AttrTimeout)
+	return 0
+}
+
+// errNeedPath: setattrFd cannot do the change on the descriptor it has.
+var errNeedPath = errors.New("setattr needs a path")
+
+// setattrFd applies a SETATTR to the open file fd (writable: opened for
+// writing) and fstats it into st.
+func setattrFd(fd int, writable bool, in *fuse.SetAttrIn, st *unix.Stat_t) error {
+	sz, truncate := in.GetSize()
+	if truncate && !writable {
+		return errNeedPath
+	}
+	if m, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, m&0o7777); err != nil {
+			return err
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchown(fd, su, sg); err != nil {
+			return err
+		}
+	}
+	if truncate {
+		if err := unix.Ftruncate(fd, int64(sz)); err != nil {
+			return err
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := setattrTimes(in)
+		// utimensat(fd, NULL, ts, 0) is futimens
+		if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+			return e
+		}
+	}
+	return unix.Fstat(fd, st)
+}
+
+// setattrTimes returns the times of a SETATTR for utimensat.
+func setattrTimes(in *fuse.SetAttrIn) [2]unix.Timespec {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if in.Valid&fuse.FATTR_ATIME != 0 {
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else {
+			ts[0] = unix.NsecToTimespec(int64(in.Atime)*1e9 + int64(in.Atimensec))
+		}
+	}
+	if in.Valid&fuse.FATTR_MTIME != 0 {
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else {
+			ts[1] = unix.NsecToTimespec(int64(in.Mtime)*1e9 + int64(in.Mtimensec))
+		}
+	}
+	return ts
 }
 
 var _ fs.NodeOpener = (*node)(nil)
@@ -339,7 +587,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// Passthrough only for upper files: the kernel keeps one backing file
 	// per inode, and a lower backing file would take the writes of a
 	// later open-for-write after copy-up.
-	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough)
+	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough, s.upper && !s.metacopy)
 	var fflags uint32
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
@@ -436,6 +684,10 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
+	if ch, fh, fflags, ok, err := n.createAt(ctx, name, flags, mode, out); ok || err != nil {
+		return ch, fh, fflags, errno(err)
+	}
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, nil, 0, errno(err)
@@ -470,7 +722,66 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH
 	}
-	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough), fflags, 0
+	return ch, ch.Operations().(*node).newFile(fd, write, !n.opts.NoPassthrough, true), fflags, 0
+}
+
+// createAt is Create's common case, a name free in the upper dir: one
+// openat on an O_PATH fd of the upper dir, then fchown (and fchmod for
+// set-id bits) and fstat on the new fd, with no path resolved twice. It
+// reports ok=false, with no error, when a whiteout holds the name (Create
+// then replaces it through the work dir).
+//
+// Preconditions: n is in the upper layer; u.cuMu is held.
+func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (ch *fs.Inode, fh fs.FileHandle, fflags uint32, ok bool, err error) {
+	dfd, err := n.u.openUpper(n.rel(), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, nil, 0, false, err
+	}
+	defer unix.Close(dfd)
+	var dirSt unix.Stat_t
+	if err := unix.Fstat(dfd, &dirSt); err != nil {
+		return nil, nil, 0, false, err
+	}
+	oflags := int(flags)&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
+	if errors.Is(err, unix.EEXIST) {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && overlay.IsWhiteoutStat(&st) {
+			return nil, nil, 0, false, nil
+		}
+	}
+	if err != nil {
+		return nil, nil, 0, false, err
+	}
+	fail := func(err error) (*fs.Inode, fs.FileHandle, uint32, bool, error) {
+		unix.Close(fd)
+		unix.Unlinkat(dfd, name, 0)
+		return nil, nil, 0, false, err
+	}
+	uid, gid := owner(ctx, &dirSt)
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return fail(err)
+	}
+	if mode&0o7000 != 0 {
+		if err := unix.Fchmod(fd, mode&0o7777); err != nil {
+			return fail(err)
+		}
+	}
+	e := &entry{upper: true}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		return fail(err)
+	}
+	e.ino = n.u.ino(e.st.Dev, e.st.Ino)
+	ch = n.newChild(ctx, name, e, out)
+	cn := ch.Operations().(*node)
+	cn.mu.Lock()
+	cn.noCap = true // a new file has no xattrs but what the fs adds (never a capability)
+	cn.mu.Unlock()
+	write := flags&unix.O_ACCMODE != unix.O_RDONLY
+	if !n.opts.Flush {
+		fflags |= fuse.FOPEN_NOFLUSH
+	}
+	return ch, cn.newFile(fd, write, !n.opts.NoPassthrough, true), fflags, true, nil
 }
 
 var _ fs.NodeMkdirer = (*node)(nil)
@@ -481,6 +792,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -506,6 +818,13 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno(err)
 	}
 	ch, err := n.createdEntry(ctx, p, out, true)
+	if err == nil {
+		// a new dir: every name in it will be made through this mount
+		cn := ch.Operations().(*node)
+		cn.mu.Lock()
+		cn.names = map[string]struct{}{}
+		cn.mu.Unlock()
+	}
 	return ch, errno(err)
 }
 
@@ -522,6 +841,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -550,6 +870,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -585,6 +906,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.noteName(name)
 	p, wo, _, done, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, errno(err)
@@ -641,6 +963,24 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return n.remove(name, true)
 }
 
+// removeTarget resolves the child name for remove. A lower-only child the
+// kernel already knows (rm -rf after READDIRPLUS) is answered from its
+// node: lower layers never change, and the upper only through this mount
+// (which updates the node's state); anything else is looked up.
+func (n *node) removeTarget(rel, name string) (*entry, error) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			s := cn.state()
+			if !s.upper && !s.metacopy && len(s.lowers) > 0 {
+				e := &entry{lowers: s.lowers, ino: ch.StableAttr().Ino}
+				e.st.Mode = ch.StableAttr().Mode
+				return e, nil
+			}
+		}
+	}
+	return n.u.lookup(rel, n.dirState(), name)
+}
+
 // remove deletes name from the union: from the upper layer if it is
 // there, and with a whiteout if a lower layer has the name.
 func (n *node) remove(name string, dir bool) syscall.Errno {
@@ -648,7 +988,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return syscall.EROFS
 	}
 	rel := n.rel()
-	e, err := n.u.lookup(rel, n.dirState(), name)
+	e, err := n.removeTarget(rel, name)
 	if err != nil {
 		return errno(err)
 	}
@@ -672,6 +1012,18 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	if !e.upper {
+		// lower only (the common rm -rf of an image tree): a whiteout,
+		// made on an fd of the upper dir
+		dfd, err := n.u.openUpper(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return errno(err)
+		}
+		n.noteName(name) // the whiteout
+		err = unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0)
+		unix.Close(dfd)
+		return errno(err)
+	}
 	needWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
 		return errno(err)
@@ -682,14 +1034,15 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	defer done()
 	switch {
-	case e.upper && needWO:
+	case needWO:
 		err = n.u.replaceWithWhiteout(p, dir)
-	case e.upper && dir:
+	case dir:
 		err = n.u.removeUpperDir(p)
-	case e.upper:
-		err = unix.Unlink(p)
 	default:
-		err = overlay.MakeWhiteout(path.Dir(p), name)
+		err = unix.Unlink(p)
+	}
+	if err == nil && !needWO {
+		n.forgetName(name)
 	}
 	return errno(err)
 }
@@ -813,8 +1166,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if srcWO {
 		rflags |= unix.RENAME_WHITEOUT
 	}
+	np.noteName(newName)
 	if err := unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, dp, rflags); err != nil {
 		return errno(err)
+	}
+	if !srcWO {
+		n.forgetName(name)
 	}
 	if len(src.lowers) > 0 {
 		// the moved object has an origin or a redirect
@@ -831,6 +1188,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			// through at the new name
 		} else if len(src.lowers) == 0 {
 			sn.st.lowers = nil
+			sn.st.index = nil
 		}
 		sn.mu.Unlock()
 	}
@@ -849,7 +1207,7 @@ func (n *node) copyUpChild(name string, e *entry) error {
 	defer n.u.cuMu.Unlock()
 	rel := path.Join(n.rel(), name)
 	if e.upper {
-		return n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(e.lowers[len(e.lowers)-1]), nil, true)
+		return n.u.copyUp(rel, n.u.upperPath(rel), n.u.lowerPath(e.lowers[len(e.lowers)-1]), nil, true, false, nil)
 	}
 	meta := n.u.lowerPath(e.lowers[0])
 	data := meta
@@ -857,7 +1215,7 @@ func (n *node) copyUpChild(name string, e *entry) error {
 		data = n.u.lowerPath(e.lowers[len(e.lowers)-1])
 	}
 	origin := e.lowers[0]
-	err := n.u.copyUp(rel, meta, data, &origin, false)
+	err := n.u.copyUp(rel, meta, data, &origin, false, false, &n.impure)
 	if errors.Is(err, unix.EEXIST) {
 		err = nil
 	}
@@ -914,8 +1272,26 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if overlay.IsOverlayXattr(attr) {
 		return 0, syscall.ENODATA
 	}
+	isCap := attr == "security.capability"
+	var gen uint64
+	if isCap {
+		n.mu.Lock()
+		none, g := n.noCap, n.xattrGen
+		n.mu.Unlock()
+		if none {
+			return 0, syscall.ENODATA
+		}
+		gen = g
+	}
 	meta, _ := n.paths()
 	sz, err := unix.Lgetxattr(meta, attr, dest)
+	if isCap && errors.Is(err, unix.ENODATA) {
+		n.mu.Lock()
+		if n.xattrGen == gen {
+			n.noCap = true
+		}
+		n.mu.Unlock()
+	}
 	if err != nil {
 		if errors.Is(err, unix.ERANGE) {
 			sz, err = unix.Lgetxattr(meta, attr, nil)
@@ -955,7 +1331,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if overlay.IsOverlayXattr(attr) {
 		return syscall.EPERM
 	}
-	if err := n.copyUp(); err != nil {
+	n.xattrChanging()
+	defer n.xattrChanging()
+	if err := n.copyUpMeta(); err != nil {
 		return errno(err)
 	}
 	p, done, err := n.u.safeUpper(n.rel())
@@ -976,7 +1354,9 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, err := unix.Lgetxattr(meta, attr, nil); err != nil {
 		return errno(err)
 	}
-	if err := n.copyUp(); err != nil {
+	n.xattrChanging()
+	defer n.xattrChanging()
+	if err := n.copyUpMeta(); err != nil {
 		return errno(err)
 	}
 	p, done, err := n.u.safeUpper(n.rel())

@@ -3,6 +3,7 @@ package fuse
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -35,6 +36,7 @@ type union struct {
 	upper  string   // "" for a read-only stack
 	work   string   // "" for a read-only stack
 	lowers []string // topmost first
+	index  *overlay.LowerIndex
 
 	devs     map[uint64]uint64 // st_dev of a layer -> index for xino bits
 	uuids    [][]byte          // per lower layer: filesystem uuid, or nil
@@ -55,6 +57,7 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		upper:   s.Upper(),
 		work:    s.Work(),
 		lowers:  s.Lowers(),
+		index:   s.LowerIndex(),
 		devs:    map[uint64]uint64{},
 		upperFd: -1,
 	}
@@ -218,8 +221,41 @@ func lstat(p string, st *unix.Stat_t) error {
 
 // dirState is what a node knows about a merged directory.
 type dirState struct {
-	upper  bool   // the dir exists in the upper layer at its union path
-	lowers []lref // merged lower dirs, topmost first
+	upper  bool              // the dir exists in the upper layer at its union path
+	lowers []lref            // merged lower dirs, topmost first
+	index  *overlay.DirIndex // name index of lowers, or nil
+}
+
+// indexMinLowers is the number of merged lower dirs from which a dir's
+// lookups go through the lower name index: with one lower dir, an lstat
+// per name costs no more than a probe after the listing.
+const indexMinLowers = 2
+
+// dirIndex returns the name index of the merged lower dirs ls.
+func (u *union) dirIndex(ls []lref) (*overlay.DirIndex, error) {
+	dirs := make([]overlay.LowerDir, len(ls))
+	for i, l := range ls {
+		dirs[i] = overlay.LowerDir{Layer: l.layer, Path: l.path}
+	}
+	return u.index.Dir(dirs)
+}
+
+// candidates narrows the lower dirs of d to those where name has an
+// entry (up to a whiteout), from the index; without one, all of them.
+func (d *dirState) candidates(name string) []lref {
+	if d.index == nil {
+		return d.lowers
+	}
+	var buf [8]overlay.IndexHit
+	hits := d.index.Hits(name, buf[:0])
+	if len(hits) == 0 {
+		return nil
+	}
+	out := make([]lref, len(hits))
+	for i, h := range hits {
+		out[i] = d.lowers[h.Dir]
+	}
+	return out
 }
 
 // lookup resolves name in the directory rel (union path) with state d.
@@ -269,7 +305,7 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 	}
 	// Lower layers. With a redirect, the lookup continues at the redirect
 	// path in every layer below instead of under the parent's lower dirs.
-	cands := d.lowers
+	cands := d.candidates(name)
 	if redirect != "" {
 		cands = u.redirectCands(rel, redirect, -1)
 	}
@@ -390,11 +426,10 @@ func (u *union) upperIno(p string, st *unix.Stat_t) uint64 {
 	return u.ino(st.Dev, st.Ino)
 }
 
-// dirent is one entry of a merged listing.
+// dirent is one entry of a merged listing (its type and inode number
+// come from the lookup each entry gets).
 type dirent struct {
 	name string
-	mode uint32 // S_IFMT bits
-	ino  uint64
 }
 
 // readDir lists the merged directory rel with state d: upper first, then
@@ -417,31 +452,37 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 				xwo = true
 			}
 		}
-		names, err := f.Readdirnames(-1)
+		ents, err := f.ReadDir(-1)
 		if err != nil {
 			return err
 		}
-		for _, n := range names {
+		for _, de := range ents {
+			n := de.Name()
 			if seen[n] {
 				continue
 			}
 			seen[n] = true
-			var st unix.Stat_t
-			if err := lstat(path.Join(dir, n), &st); err != nil {
-				if errors.Is(err, unix.ENOENT) {
+			typ := de.Type()
+			// the entry's type is enough but for whiteouts (char devices)
+			// and, in opaque="x" dirs, xattr whiteouts (empty files)
+			if typ&fs.ModeCharDevice != 0 || typ&fs.ModeType == fs.ModeIrregular || (xwo && typ.IsRegular()) {
+				var st unix.Stat_t
+				if err := lstat(path.Join(dir, n), &st); err != nil {
+					if errors.Is(err, unix.ENOENT) {
+						continue
+					}
+					return err
+				}
+				if overlay.IsWhiteoutStat(&st) {
 					continue
 				}
-				return err
-			}
-			if overlay.IsWhiteoutStat(&st) {
-				continue
-			}
-			if xwo {
-				if wo, _ := u.format.IsXattrWhiteout(path.Join(dir, n), &st, true); wo {
-					continue
+				if xwo {
+					if wo, _ := u.format.IsXattrWhiteout(path.Join(dir, n), &st, true); wo {
+						continue
+					}
 				}
 			}
-			out = append(out, dirent{name: n, mode: st.Mode & unix.S_IFMT, ino: u.ino(st.Dev, st.Ino)})
+			out = append(out, dirent{name: n})
 		}
 		return nil
 	}
@@ -467,7 +508,7 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 // lowerHas reports whether name is visible in the lower dirs of d (that
 // is, whether removing or replacing it in the upper needs a whiteout).
 func (u *union) lowerHas(d dirState, name string) (bool, error) {
-	for _, l := range d.lowers {
+	for _, l := range d.candidates(name) {
 		var st unix.Stat_t
 		p := path.Join(u.lowerPath(l), name)
 		err := lstat(p, &st)

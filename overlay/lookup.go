@@ -68,6 +68,10 @@ type unionState struct {
 	tmpSeq  atomic.Uint64 // temp name counter in the work dir
 	workDir atomic.Bool   // the work/work subdir exists
 	noClone sync.Map      // st_dev (uint64) of sources FICLONE failed for
+
+	indexOnce  sync.Once   // guards index
+	index      *LowerIndex // lower-layer name index (index.go)
+	indexFiles []string    // per lower layer: on-disk index file, or ""
 }
 
 // cleanPath cleans a union path. Leading slashes are ignored; a path that

@@ -19,9 +19,11 @@
 //     string means "no parent".
 //   - chain ID: the OCI identity of a layer chain (image-spec config.md,
 //     "ChainID"): chain(L0) = diffID(L0), chain(L0..n) = sha256 of
-//     chain(L0..n-1) + " " + diffID(Ln). Clients that unpack images use it
-//     as the name of committed snapshots, so equal chains are shared. The
-//     store treats names as opaque strings and never computes chain IDs.
+//     chain(L0..n-1) + " " + diffID(Ln); [ChainID] computes it. Clients
+//     that unpack images use it as the name of committed snapshots, so
+//     equal chains are shared. The store itself treats names as opaque
+//     strings; only the import helpers ([Store.ImportLayer],
+//     [Store.ImportImage]) name what they commit by chain ID.
 //   - kinds: [KindActive] (writable; becomes committed with Commit),
 //     [KindView] (read-only, cannot be committed) and [KindCommitted]
 //     (read-only, can be a parent).
@@ -47,7 +49,24 @@
 //	info, sum, err := st.ImportTar(ctx, chainID(P, D), P, layerTar,
 //		[]archive.ApplyOption{archive.WithExpectedDiffID(D)})
 //
-// and [Store.Diff] writes a snapshot's own changes back as a layer tar.
+// When the diff ID is not known before reading (a bare layer file),
+// [Store.ImportLayer] unpacks into a temporary snapshot and commits it
+// under the chain ID it computed, labelled with [LabelDiffID] and
+// [LabelDigest]; a chain ID already present is kept (Existed):
+//
+//	l, err := st.ImportLayer(ctx, "app.tar.zst", P, LayerSpec{}, progress)
+//	// l.ChainID == ChainID(P, l.DiffID)
+//
+// [Store.ImportImage] does it for a whole OCI image layout: index.json
+// (by tag, or the only manifest; a nested index gives linux/GOARCH), the
+// manifest, the config's diff IDs, then each layer blob in order through
+// ImportLayer with its blob digest and diff ID checked:
+//
+//	img, err := st.ImportImage(ctx, "./alpine-oci", "3.20",
+//		WithImageProgress(func(i, n int, d Descriptor) LayerProgress { ... }))
+//	// img.ChainID: the top layer; Prepare containers on it.
+//
+// [Store.Diff] writes a snapshot's own changes back as a layer tar.
 //
 // # Running a container
 //

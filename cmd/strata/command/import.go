@@ -1,20 +1,14 @@
 package command
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/stratafs/strata/snapshot"
-	"github.com/stratafs/strata/snapshot/archive"
 )
 
 type importOptions struct {
@@ -65,20 +59,14 @@ func (o *importOptions) run(cmd *cobra.Command, files []string) error {
 	ctx := cmdContext(cmd)
 	return o.g.withStore(false, func(s *snapshot.Store) error {
 		parent := o.parent
-		if parent != "" {
-			if _, err := s.Stat(ctx, parent); errors.Is(err, snapshot.ErrNotFound) {
-				return fmt.Errorf("parent %q: %w", parent, snapshot.ErrNotFound)
-			} else if err != nil {
-				return err
-			}
-		}
 		var out []importedLayer
 		for i, f := range files {
-			l, err := importFile(ctx, cmd, s, f, parent, layerSpec{label: fmt.Sprintf("layer %d/%d %s", i+1, len(files), filepath.Base(f))})
+			p := &layerProgress{w: cmd.ErrOrStderr(), label: fmt.Sprintf("layer %d/%d %s", i+1, len(files), filepath.Base(f))}
+			l, err := s.ImportLayer(ctx, f, parent, snapshot.LayerSpec{}, p)
 			if err != nil {
 				return err
 			}
-			out = append(out, l)
+			out = append(out, newImportedLayer(f, l))
 			parent = l.ChainID
 		}
 		return printImported(cmd, o.g, out)
@@ -95,91 +83,30 @@ func printImported(cmd *cobra.Command, g *globalOptions, out []importedLayer) er
 	return nil
 }
 
-// layerSpec is what the caller knows of a layer before reading it.
-type layerSpec struct {
-	label  string        // progress label
-	digest digest.Digest // expected blob digest, "" if unknown
-	diffID digest.Digest // expected diff ID, "" if unknown
+func newImportedLayer(file string, l snapshot.ImportedLayer) importedLayer {
+	return importedLayer{File: file, ChainID: l.ChainID, DiffID: l.DiffID, Digest: l.Digest,
+		Size: l.Size, Entries: l.Entries, Existed: l.Existed}
 }
 
-// chainID computes the OCI chain ID of a layer with diffID on parent (a
-// chain ID, or "" for a base layer).
-func chainID(parent string, diffID digest.Digest) string {
-	if parent == "" {
-		return diffID.String()
-	}
-	return digest.FromString(parent + " " + diffID.String()).String()
+// layerProgress renders snapshot.LayerProgress: a progress bar on a
+// terminal, plain lines otherwise.
+type layerProgress struct {
+	w     io.Writer
+	label string
+	p     *progress
 }
 
-// importFile imports the layer tar at path on parent. The chain ID is
-// known only once the tar is read (its diff ID), so the layer is unpacked
-// into an active snapshot and committed under its chain ID afterwards.
-func importFile(ctx context.Context, cmd *cobra.Command, s *snapshot.Store, path, parent string, spec layerSpec) (_ importedLayer, err error) {
-	res := importedLayer{File: path}
-	if spec.diffID != "" {
-		res.ChainID = chainID(parent, spec.diffID)
-		if _, err := s.Stat(ctx, res.ChainID); err == nil {
-			res.DiffID, res.Digest, res.Existed = spec.diffID, spec.digest, true
-			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: already present\n", spec.label)
-			return res, nil
-		}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return res, fmt.Errorf("import %q: %w", path, pathCause(err))
-	}
-	defer func() { _ = f.Close() }() // read only
-	fi, err := f.Stat()
-	if err != nil {
-		return res, fmt.Errorf("import %q: %w", path, err)
-	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := "strata-import-" + hex.EncodeToString(rnd[:])
-	if _, err := s.Prepare(ctx, tmp, parent); err != nil {
-		return res, err
-	}
-	defer func() {
-		if err != nil {
-			if rerr := s.Remove(context.WithoutCancel(ctx), tmp); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
-		}
-	}()
-	ls, err := s.Layers(ctx, tmp)
-	if err != nil {
-		return res, err
-	}
-	aopts := []archive.ApplyOption{archive.WithFormat(s.LayerFormat())}
-	if spec.digest != "" {
-		aopts = append(aopts, archive.WithExpectedDigest(spec.digest))
-	}
-	if spec.diffID != "" {
-		aopts = append(aopts, archive.WithExpectedDiffID(spec.diffID))
-	}
-	p := newProgress(cmd.ErrOrStderr(), spec.label, fi.Size())
-	sum, err := archive.Apply(ctx, ls[0].Dir, p.reader(f), aopts...)
-	if err != nil {
-		return res, fmt.Errorf("import %q: %w", path, err)
-	}
-	if err := archive.SyncDir(ls[0].Dir); err != nil {
-		return res, fmt.Errorf("import %q: %w", path, err)
-	}
-	res.DiffID, res.Digest, res.Size, res.Entries = sum.DiffID, sum.Digest, sum.Size, sum.Entries
-	res.ChainID = chainID(parent, sum.DiffID)
-	labels := map[string]string{LabelDiffID: sum.DiffID.String(), LabelDigest: sum.Digest.String()}
-	err = s.Commit(ctx, res.ChainID, tmp, snapshot.WithLabels(labels))
-	if errors.Is(err, snapshot.ErrAlreadyExists) {
-		// The same layer on the same parent is there already: keep it.
-		res.Existed = true
-		p.done(" (already present)")
-		return res, s.Remove(ctx, tmp)
-	}
-	if err != nil {
-		return res, err
-	}
-	p.done("")
-	return res, nil
-}
+var _ snapshot.LayerProgress = (*layerProgress)(nil)
 
-var _ io.Reader = (*os.File)(nil)
+func (lp *layerProgress) Start(size int64) { lp.p = newProgress(lp.w, lp.label, size) }
+func (lp *layerProgress) Read(n int)       { lp.p.add(n) }
+func (lp *layerProgress) Done(l snapshot.ImportedLayer) {
+	switch {
+	case lp.p == nil: // found before reading
+		_, _ = fmt.Fprintf(lp.w, "%s: already present\n", lp.label)
+	case l.Existed:
+		lp.p.done(" (already present)")
+	default:
+		lp.p.done("")
+	}
+}

@@ -8,8 +8,8 @@ import (
 
 // Labels import writes on each layer it commits.
 const (
-	LabelDiffID = "strata.io/diff-id" // sha256 of the uncompressed layer tar
-	LabelDigest = "strata.io/digest"  // sha256 of the blob as read (compressed)
+	LabelDiffID = snapshot.LabelDiffID
+	LabelDigest = snapshot.LabelDigest
 )
 
 type layersOptions struct{ g *globalOptions }

@@ -42,16 +42,12 @@ func newProgress(w io.Writer, label string, total int64) *progress {
 	return p
 }
 
-// reader counts what r delivers.
-func (p *progress) reader(r io.Reader) io.Reader {
-	return readerFunc(func(b []byte) (int, error) {
-		n, err := r.Read(b)
-		p.n += int64(n)
-		if p.bar != nil {
-			_ = p.bar.Add(n)
-		}
-		return n, err
-	})
+// add counts n more bytes read.
+func (p *progress) add(n int) {
+	p.n += int64(n)
+	if p.bar != nil {
+		_ = p.bar.Add(n)
+	}
 }
 
 // done finishes the bar, or prints the plain line.
@@ -64,7 +60,3 @@ func (p *progress) done(note string) {
 	rate := float64(p.n) / el.Seconds()
 	_, _ = fmt.Fprintf(p.w, "%s: %s in %s (%s/s)%s\n", p.label, humanSize(p.n), el.Round(time.Millisecond), humanSize(int64(rate)), note)
 }
-
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(b []byte) (int, error) { return f(b) }

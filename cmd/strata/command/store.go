@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -174,9 +173,6 @@ func cmdContext(cmd *cobra.Command) context.Context {
 	}
 	return context.Background()
 }
-
-// goarch is the architecture import-image picks from multi-platform images.
-func goarch() string { return runtime.GOARCH }
 
 // ErrLeakedMount: a mount under the store root. Opening the store for
 // writing clears staging/ (and gc removes orphan dirs): with a mount inside,

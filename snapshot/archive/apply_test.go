@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -174,6 +175,22 @@ func TestApplyInvalidWhiteouts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			_, err := Apply(context.Background(), dir, bytes.NewReader(mkTar(t, tFile(name, "", 0o644))))
+			if !errors.Is(err, ErrInvalidArchive) {
+				t.Fatalf("err = %v, want ErrInvalidArchive", err)
+			}
+		})
+	}
+}
+
+// TestApplyDeviceOutOfRange: a major or minor number beyond 32 bits is
+// an invalid archive, not truncated into another device.
+func TestApplyDeviceOutOfRange(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, e := range []ent{tChar("c", 1<<32+1, 3), tBlock("b", 7, -1)} {
+		e.hdr.Format = tar.FormatGNU // base-256 numbers: neither USTAR nor PAX encodes these
+		t.Run(e.hdr.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := Apply(context.Background(), dir, bytes.NewReader(mkTar(t, e)))
 			if !errors.Is(err, ErrInvalidArchive) {
 				t.Fatalf("err = %v, want ErrInvalidArchive", err)
 			}

@@ -363,8 +363,8 @@ func runMeta(t *testing.T, seed uint64, steps int) int {
 		return sp
 	}
 	ksp, fsp := mk("kernel"), mk("fuse")
-	mountKernel(t, ksp)
-	mountFUSEChild(t, fsp)
+	kunmount := mountKernel(t, ksp)
+	funmount := mountFUSEChild(t, fsp)
 	kern, fus := ksp.Target, fsp.Target
 
 	check := func(step int, op string, hist []string) bool {
@@ -413,6 +413,20 @@ func runMeta(t *testing.T, seed uint64, steps int) int {
 	}
 	if os.Getenv("STRATA_META_VERBOSE") == "1" {
 		t.Logf("ops:\n  %s", strings.Join(hist, "\n  "))
+	}
+	// Same format: swap the uppers. Kernel overlayfs over the upper FUSE
+	// wrote, and FUSE over the kernel's, show the same tree.
+	want := metaSnapshot(t, kern)
+	kunmount()
+	funmount()
+	ksp.Target, fsp.Target = fsp.Target, ksp.Target
+	mountKernel(t, fsp)
+	mountFUSEChild(t, ksp)
+	if d := fstree.Diff(want, metaSnapshot(t, fsp.Target)); len(d) > 0 {
+		t.Errorf("seed %d: kernel overlayfs over the upper FUSE wrote differs (a=before, b=after):\n  %s", seed, strings.Join(d, "\n  "))
+	}
+	if d := fstree.Diff(want, metaSnapshot(t, ksp.Target)); len(d) > 0 {
+		t.Errorf("seed %d: FUSE over the upper kernel overlayfs wrote differs (a=before, b=after):\n  %s", seed, strings.Join(d, "\n  "))
 	}
 	return steps
 }

@@ -120,7 +120,7 @@ func (o metaOp) String() string {
 		s += " " + o.b
 	}
 	switch o.kind {
-	case "write", "rofd":
+	case "write", "rofd", "fdrename", "unlinkopen":
 		s += fmt.Sprintf(" off=%d len=%d", o.off, len(o.data))
 	case "truncate":
 		s += fmt.Sprintf(" size=%d", o.off)
@@ -151,6 +151,31 @@ func (o metaOp) applyOut(root string) (unix.Errno, string) {
 		err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 	case "noreplace":
 		err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_NOREPLACE)
+	case "fdrename":
+		// Write through an fd across a rename of its file.
+		var fd int
+		if fd, err = unix.Open(a, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err != nil {
+			break
+		}
+		if err = unix.Rename(a, b); err == nil {
+			_, err = unix.Pwrite(fd, o.data, o.off)
+		}
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
+	case "unlinkopen":
+		// Read through an fd after its file is unlinked.
+		var fd int
+		if fd, err = unix.Open(a, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err != nil {
+			break
+		}
+		if err = unix.Unlink(a); err == nil {
+			buf := make([]byte, 64)
+			var n int
+			n, err = unix.Pread(fd, buf, o.off)
+			out = string(buf[:max(n, 0)])
+		}
+		unix.Close(fd)
 	case "rofd":
 		// A read-only fd opened before a write (the write copies a lower
 		// file up) reads what was written.
@@ -270,7 +295,7 @@ func genOp(rng *rand.Rand, tree fstree.Tree) metaOp {
 		return b
 	}
 	modes := []uint32{0o600, 0o644, 0o755, 0o700, 0o640, 0o4755}
-	kinds := []string{"create", "write", "write", "truncate", "mkdir", "rmdir", "unlink", "rename", "rename", "symlink", "link", "chmod", "utimes", "setxattr", "exchange", "noreplace"}
+	kinds := []string{"create", "write", "write", "truncate", "mkdir", "rmdir", "unlink", "rename", "rename", "symlink", "link", "chmod", "utimes", "setxattr", "exchange", "noreplace", "fdrename", "unlinkopen"}
 	if knownBugs() {
 		// A read-only fd on a lower file keeps reading it after copy-up
 		// on strata FUSE (TestReadOnlyFDSeesCopyUp): only with the known
@@ -301,8 +326,10 @@ func genOp(rng *rand.Rand, tree fstree.Tree) metaOp {
 		if n := tree[o.b]; n != nil && n.Type.IsDir() {
 			o.kind = "rename"
 		}
-	case "rofd":
+	case "rofd", "unlinkopen":
 		o.a, o.data, o.off = file(), data(30), int64(rng.IntN(40))
+	case "fdrename":
+		o.a, o.b, o.data, o.off = file(), any(), data(30), int64(rng.IntN(40))
 	case "link":
 		o.a, o.b = file(), any()
 	case "symlink":

@@ -65,6 +65,12 @@ var privOps = []struct{ op, a, b string }{
 	{"rename", "pub", "open/pub"}, // EACCES (/ not writable)
 	{"unlink", "secret", ""},      // EACCES
 	{"readdir", ".", ""},          // ok
+	{"create", "sgid/new", ""},    // ok, group 0 from the set-group-ID dir
+	{"stat", "sgid/new", ""},      // uid 65534 gid 0
+	{"mkdir", "sgid/d", ""},       // ok, inherits set-group-ID
+	{"stat", "sgid/d", ""},        // gid 0, mode 02755
+	{"write", "suid", ""},         // ok: clears set-user-ID and set-group-ID
+	{"stat", "suid", ""},          // mode 0777
 	{"exec", "x", ""},             // 0755: access(X_OK) ok
 	{"exec", "pub", ""},           // EACCES
 }
@@ -160,6 +166,8 @@ func privLower(t *testing.T, dir string) {
 		{"sticky/f", false, 0o666, 0, 0},
 		{"own", false, 0o600, nobody, nobody},
 		{"grp", false, 0o640, 0, nobody},
+		{"sgid", true, 0o777 | os.ModeSetgid, 0, 0},
+		{"suid", false, 0o777 | os.ModeSetuid | os.ModeSetgid, 0, 0},
 	} {
 		p := filepath.Join(dir, e.path)
 		var err error

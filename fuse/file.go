@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -18,6 +19,53 @@ type file struct {
 	fd          int
 	writable    bool
 	passthrough bool // offer the descriptor for kernel passthrough
+	// lower: fd is on a lower file (or the data of a metadata-only copy),
+	// opened read-only. Once the node is copied up, the fd is swapped for
+	// the upper file (see follow), as the kernel re-opens the real file:
+	// an fd opened before a copy-up sees the writes made after it.
+	lower atomic.Bool
+}
+
+// follow swaps a read-only fd on lower data for one on the node's upper
+// file once the node has been copied up with its data. The swap is dup3
+// onto the same descriptor number, so go-fuse's loopback operations, which
+// hold that number, read the upper file from then on.
+func (f *file) follow() syscall.Errno {
+	if !f.lower.Load() {
+		return 0
+	}
+	s := f.n.state()
+	if !s.upper || s.metacopy {
+		return 0
+	}
+	fd, err := f.n.u.openUpper(f.n.rel(), unix.O_RDONLY, 0)
+	if err != nil {
+		return errno(err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := unix.Dup3(fd, f.fd, unix.O_CLOEXEC); err != nil {
+		return errno(err)
+	}
+	f.lower.Store(false)
+	return 0
+}
+
+var _ fs.FileReader = (*file)(nil)
+
+func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if errno := f.follow(); errno != 0 {
+		return nil, errno
+	}
+	return f.LoopbackFile.Read(ctx, buf, off)
+}
+
+var _ fs.FileLseeker = (*file)(nil)
+
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if errno := f.follow(); errno != 0 {
+		return 0, errno
+	}
+	return f.LoopbackFile.Lseek(ctx, off, whence)
 }
 
 // newFile wraps fd; upper: fd is on the node's own upper object (not a
@@ -89,6 +137,9 @@ var _ fs.FileGetattrer = (*file)(nil)
 
 // Getattr is answered by the node (it knows the union inode number).
 func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	if errno := f.follow(); errno != 0 {
+		return errno
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return errno(err)

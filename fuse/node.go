@@ -588,6 +588,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// per inode, and a lower backing file would take the writes of a
 	// later open-for-write after copy-up.
 	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough, s.upper && !s.metacopy)
+	fh.lower.Store(!write && (!s.upper || s.metacopy))
 	var fflags uint32
 	if !n.opts.Flush {
 		fflags |= fuse.FOPEN_NOFLUSH

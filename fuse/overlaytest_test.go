@@ -34,7 +34,7 @@ func (backend) Quirks() overlaytest.QuirkSet {
 		overlaytest.InoChangesOnCopyUp:    false, // origin xattr
 		overlaytest.DirInoChangesOnCopyUp: false,
 		overlaytest.CopyUpFillsSmallHoles: false, // SEEK_DATA/SEEK_HOLE copy
-		overlaytest.StaleReadAfterCopyUp:  true,  // fds opened before copy-up keep the lower file
+		overlaytest.StaleReadAfterCopyUp:  false, // a read-only fd follows the copy-up (file.follow), as on the kernel
 	}
 }
 

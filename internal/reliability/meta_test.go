@@ -308,13 +308,7 @@ func genOp(rng *rand.Rand, tree fstree.Tree) metaOp {
 		return b
 	}
 	modes := []uint32{0o600, 0o644, 0o755, 0o700, 0o640, 0o4755}
-	kinds := []string{"create", "write", "write", "truncate", "mkdir", "rmdir", "unlink", "rename", "rename", "symlink", "link", "chmod", "utimes", "setxattr", "exchange", "noreplace", "fdrename", "unlinkopen"}
-	if knownBugs() {
-		// A read-only fd on a lower file keeps reading it after copy-up
-		// on strata FUSE (TestReadOnlyFDSeesCopyUp): only with the known
-		// bugs, so that the other ops keep being checked.
-		kinds = append(kinds, "rofd")
-	}
+	kinds := []string{"create", "write", "write", "truncate", "mkdir", "rmdir", "unlink", "rename", "rename", "symlink", "link", "chmod", "utimes", "setxattr", "exchange", "noreplace", "fdrename", "unlinkopen", "rofd"}
 	o := metaOp{kind: kinds[rng.IntN(len(kinds))]}
 	switch o.kind {
 	case "create":

@@ -14,10 +14,10 @@ import (
 // another fd's write copies the file up reads the new data, as on kernel
 // overlayfs since Linux 4.19 (the stacked file re-opens the upper file).
 //
-// Known FUSE bug (open): node.Open gives a read-only open of a lower file
-// a descriptor on the lower file, and the handle keeps reading it after a
-// copy-up, so the fd reads the old content and the old size (a short read
-// when the file grew). The FUSE half runs with STRATA_KNOWN_BUGS=1.
+// Regression: strata FUSE gave a read-only open of a lower file a
+// descriptor on the lower file and kept reading it after a copy-up (old
+// content, old size, a short read when the file grew); the handle now
+// follows the copy-up (fuse/file.go, file.follow).
 func TestReadOnlyFDSeesCopyUp(t *testing.T) {
 	testutil.RequireFUSE(t)
 	testutil.RequireOverlay(t)
@@ -34,9 +34,6 @@ func TestReadOnlyFDSeesCopyUp(t *testing.T) {
 	}
 	for _, backend := range []string{"kernel", "fuse"} {
 		t.Run(backend, func(t *testing.T) {
-			if backend == "fuse" && !knownBugs() {
-				t.Skip("known FUSE bug: a read-only fd opened before copy-up keeps reading the lower file; STRATA_KNOWN_BUGS=1 runs it")
-			}
 			sp := layerDirs(t, "", 1)
 			for _, c := range cases {
 				writeFile(t, filepath.Join(sp.Lowers[0], c.name), []byte("old\n"))
@@ -74,6 +71,3 @@ func TestReadOnlyFDSeesCopyUp(t *testing.T) {
 		})
 	}
 }
-
-// knownBugs runs the checks of known, unfixed bugs (they fail).
-func knownBugs() bool { return os.Getenv("STRATA_KNOWN_BUGS") == "1" }

@@ -33,7 +33,7 @@ e2e: build deps ## end-to-end: real containerd + runc, strata serve as proxy sna
 		$(GO) test -count=1 -v -timeout 5m ./internal/e2e 2>&1
 
 stress: check-go deps ## long checks kept out of make test: crash kills, a million entries, GOMAXPROCS=1 rerun (root)
-	STRATA_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestCrash$$|TestMillionEntries' ./internal/reliability 2>&1
+	STRATA_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestCrash$$|TestMillionEntries|TestLoadFUSE|TestMetamorphic' ./internal/reliability 2>&1
 	GOMAXPROCS=1 $(GO) test -count=1 -timeout 30m ./... 2>&1
 
 fuzz: check-go ## run each fuzz target for FUZZTIME (default 30s)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 
 	"github.com/stratafs/strata/overlay"
@@ -22,14 +23,15 @@ func (s *Store) overlayFormat() overlay.Format {
 // ImportTar unpacks the OCI layer tar r (plain, gzip or zstd) as the
 // committed snapshot name on parent, with archive.Apply; the commit makes
 // the layer durable before it records it (see Durability). aopts are
-// passed to archive.Apply after the store's own format option, e.g.
+// passed to archive.Apply after the store's own options (format; as non-root
+// also unprivilegedApply's), e.g.
 // archive.WithExpectedDiffID. The Summary carries the digests that were
 // computed while reading. A stream the archive package rejects (digest
 // mismatch, unsafe path, malformed entry) fails with ErrInvalidArgument
 // as well as the archive sentinel; nothing of it is left in the store.
 func (s *Store) ImportTar(ctx context.Context, name, parent string, r io.Reader, aopts []archive.ApplyOption, opts ...Opt) (Info, archive.Summary, error) {
 	var sum archive.Summary
-	aopts = append([]archive.ApplyOption{archive.WithFormat(s.overlayFormat())}, aopts...)
+	aopts = append(append([]archive.ApplyOption{archive.WithFormat(s.overlayFormat())}, unprivilegedApply()...), aopts...)
 	info, err := s.Import(ctx, name, parent, r, func(ctx context.Context, dir string, r io.Reader) error {
 		var err error
 		if sum, err = archive.Apply(ctx, dir, r, aopts...); err != nil {
@@ -83,4 +85,17 @@ func classifyArchive(err error) error {
 		}
 	}
 	return err
+}
+
+// unprivilegedApply is the store's default tar policy when it does not run
+// as root: the extracting user owns every entry, device nodes are left
+// out (counted) and set-user-ID/set-group-ID bits are cleared (counted),
+// so an unprivileged store never holds what only root may create. As
+// root, owners, devices and set-ID bits are kept as the layer has them.
+// Options the caller passes come after and win.
+func unprivilegedApply() []archive.ApplyOption {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	return []archive.ApplyOption{archive.WithoutChown(), archive.WithDevices(archive.DevicesSkip), archive.WithSetID(archive.SetIDStrip)}
 }

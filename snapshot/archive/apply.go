@@ -34,6 +34,22 @@ const (
 	DevicesRefuse
 )
 
+// SetIDPolicy says what Apply does with set-user-ID and set-group-ID
+// regular files: keep them (as root, the default), or, for imports that
+// must not create privileged programs (an unprivileged store, a policy),
+// strip the bits or refuse the layer. Directories keep set-group-ID (it
+// only makes new entries inherit the group).
+type SetIDPolicy int
+
+const (
+	// SetIDKeep keeps the bits as the stream has them.
+	SetIDKeep SetIDPolicy = iota
+	// SetIDStrip clears them and counts the files in Summary.StrippedSetID.
+	SetIDStrip
+	// SetIDRefuse fails the import on the first such file (ErrRefused).
+	SetIDRefuse
+)
+
 // ApplyOption configures Apply.
 type ApplyOption func(*applyConfig)
 
@@ -42,6 +58,7 @@ type applyConfig struct {
 	diffID  digest.Digest
 	format  overlay.Format
 	devices DevicePolicy
+	setID   SetIDPolicy
 	noChown bool
 }
 
@@ -64,6 +81,9 @@ func WithFormat(f overlay.Format) ApplyOption { return func(c *applyConfig) { c.
 // WithDevices sets the device node policy (default DevicesCreate).
 func WithDevices(p DevicePolicy) ApplyOption { return func(c *applyConfig) { c.devices = p } }
 
+// WithSetID sets the set-user-ID/set-group-ID policy (default SetIDKeep).
+func WithSetID(p SetIDPolicy) ApplyOption { return func(c *applyConfig) { c.setID = p } }
+
 // WithoutChown keeps the extracting user as owner of every entry (for
 // unprivileged imports). By default entries get the owners of the stream.
 func WithoutChown() ApplyOption { return func(c *applyConfig) { c.noChown = true } }
@@ -81,6 +101,7 @@ type Summary struct {
 	OpaqueDirs       int           // dirs marked opaque
 	StrippedXattrs   int           // overlay xattrs dropped from entries
 	SkippedDevices   int           // device nodes left out (DevicesSkip)
+	StrippedSetID    int           // files whose set-ID bits were cleared (SetIDStrip)
 }
 
 const copyBufSize = 1 << 20
@@ -735,7 +756,11 @@ func (a *applier) setMeta(fd int, name string, hdr *tar.Header, isDir bool) erro
 	if err := a.xattrs(hdr, name, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
+	mode, err := a.mode(hdr, name, isDir)
+	if err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
 		return &os.PathError{Op: "chmod", Path: name, Err: err}
 	}
 	if isDir {
@@ -746,6 +771,24 @@ func (a *applier) setMeta(fd int, name string, hdr *tar.Header, isDir bool) erro
 		return &os.PathError{Op: "utimes", Path: name, Err: err}
 	}
 	return nil
+}
+
+// mode returns the permission bits to give an entry, after the set-ID
+// policy (regular files only).
+func (a *applier) mode(hdr *tar.Header, name string, isDir bool) (uint32, error) {
+	mode := uint32(hdr.Mode & 0o7777)
+	const setID = unix.S_ISUID | unix.S_ISGID
+	if isDir || hdr.Typeflag != tar.TypeReg || mode&setID == 0 {
+		return mode, nil
+	}
+	switch a.cfg.setID {
+	case SetIDStrip:
+		a.sum.StrippedSetID++
+		return mode &^ setID, nil
+	case SetIDRefuse:
+		return 0, fmt.Errorf("%s: set-user-ID or set-group-ID file (mode %04o): %w", name, mode, ErrRefused)
+	}
+	return mode, nil
 }
 
 // setMetaAt sets the metadata of pfd/base, which is not a regular file;

@@ -91,6 +91,39 @@ func TestApplyDevicePolicy(t *testing.T) {
 	}
 }
 
+func TestApplySetIDPolicy(t *testing.T) {
+	stream := mkTar(t, tDir("sgid-dir", 0o2775), tFile("bin/su", "x", 0o4755), tFile("bin/wall", "y", 0o2755),
+		tLink("bin/su", "bin/su-link"), tFile("bin/ls", "z", 0o755))
+	perm := func(dir, name string) os.FileMode {
+		t.Helper()
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid)
+	}
+	keep, _ := applyNew(t, stream, WithoutChown())
+	if got := perm(keep, "bin/su"); got != 0o755|os.ModeSetuid {
+		t.Errorf("SetIDKeep: bin/su mode %v", got)
+	}
+	strip, sum := applyNew(t, stream, WithoutChown(), WithSetID(SetIDStrip))
+	if sum.StrippedSetID != 2 {
+		t.Errorf("StrippedSetID = %d, want 2", sum.StrippedSetID)
+	}
+	for name, want := range map[string]os.FileMode{
+		"bin/su": 0o755, "bin/su-link": 0o755, "bin/wall": 0o755, "bin/ls": 0o755,
+		"sgid-dir": 0o775 | os.ModeSetgid, // a set-group-ID dir is kept
+	} {
+		if got := perm(strip, name); got != want {
+			t.Errorf("SetIDStrip: %s mode %v, want %v", name, got, want)
+		}
+	}
+	_, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(stream), WithoutChown(), WithSetID(SetIDRefuse))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "bin/su") {
+		t.Fatalf("SetIDRefuse: err = %v, want ErrRefused naming bin/su", err)
+	}
+}
+
 func TestApplyWhiteoutsAndOpaque(t *testing.T) {
 	testutil.RequireRoot(t) // mknod whiteouts, trusted.overlay.opaque
 	const opq = "trusted.overlay.opaque"

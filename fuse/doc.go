@@ -49,7 +49,9 @@
 // # Caching
 //
 // Entries and attributes of lower-only objects are cached for
-// Options.LowerTimeout (default 1 h); upper ones for 1 s. Files open with
+// Options.LowerTimeout (default 1 h); upper ones for 1 s; absent names
+// for Options.NegativeTimeout (default 1 h: names appear only through the
+// mount, which replaces the negative dentry). Files open with
 // FOPEN_NOFLUSH (locks are kept by the kernel), lower files with
 // FOPEN_KEEP_CACHE. Upper files use kernel passthrough; lower files never
 // do, because the kernel keeps one backing file per inode and a

@@ -46,7 +46,11 @@ type Options struct {
 	// EntryTimeout, AttrTimeout: kernel cache time of entries and
 	// attributes of objects in the upper layer (default 1 s; never 0).
 	EntryTimeout, AttrTimeout time.Duration
-	// NegativeTimeout: cache time of absent names (default 1 s).
+	// NegativeTimeout: cache time of absent names (default 1 h, as
+	// LowerTimeout). Long is safe: a name appears in the union only
+	// through this mount (create, mknod, link, rename), and the kernel
+	// replaces its negative dentry then; layers changed behind the mount's
+	// back are undefined, as on kernel overlayfs.
 	NegativeTimeout time.Duration
 	// LowerTimeout: cache time of entries that live only in lower layers,
 	// which never change while mounted (default 1 h).
@@ -59,7 +63,7 @@ func (o *Options) withDefaults() *Options {
 	c := *o
 	c.EntryTimeout = durationOr(c.EntryTimeout, time.Second)
 	c.AttrTimeout = durationOr(c.AttrTimeout, time.Second)
-	c.NegativeTimeout = durationOr(c.NegativeTimeout, time.Second)
+	c.NegativeTimeout = durationOr(c.NegativeTimeout, time.Hour)
 	c.LowerTimeout = durationOr(c.LowerTimeout, time.Hour)
 	return &c
 }

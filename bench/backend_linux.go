@@ -110,6 +110,9 @@ func (n *native) Mount(layers []string, upper, work, target string) (func() erro
 	if err != nil {
 		return nil, fmt.Errorf("native: copy %s to %s: %w", d, upper, err)
 	}
+	// On disk like the overlays' lower files: otherwise rm-tree would
+	// only drop never-written dirty pages.
+	unix.Sync()
 	un, err := bindMount(upper, target, false)
 	if err != nil {
 		return nil, errors.Join(err, restoreShared(shared))

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,12 +104,160 @@ func (n *native) Mount(layers []string, upper, work, target string) (func() erro
 	if upper == "" {
 		return bindMount(d, target, true)
 	}
-	// cp -a keeps modes, times and xattrs; the copy is not timed.
-	cmd := exec.Command("cp", "-a", "--reflink=auto", d+"/.", upper+"/")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("native: copy %s to %s: %w: %s", d, upper, err, bytes.TrimSpace(out))
+	// A fresh private copy (untimed), except that files of at least
+	// nativeLinkMin bytes are hard-linked and restored afterwards.
+	shared, err := copyTree(d, upper)
+	if err != nil {
+		return nil, fmt.Errorf("native: copy %s to %s: %w", d, upper, err)
 	}
-	return bindMount(upper, target, false)
+	// On disk like the overlays' lower files: otherwise rm-tree would
+	// only drop never-written dirty pages.
+	unix.Sync()
+	un, err := bindMount(upper, target, false)
+	if err != nil {
+		return nil, errors.Join(err, restoreShared(shared))
+	}
+	return func() error {
+		return errors.Join(un(), restoreShared(shared))
+	}, nil
+}
+
+// nativeLinkMin is the size from which native's mutating runs share a
+// file with the flattened dir (a hard link) instead of copying it: in
+// practice the large file, which is then not copied (1 GiB) every run.
+// The workloads only append to it or change its metadata (append-large,
+// chmod-large), which restoreShared undoes exactly: truncate to the old
+// size, old mode, owner and times. The data blocks stay the flattened
+// ones, and seqread-large/randread-large check them.
+const nativeLinkMin = 16 << 20
+
+// sharedFile is a hard-linked file to restore after a native run.
+type sharedFile struct {
+	path string
+	st   unix.Stat_t
+}
+
+func restoreShared(files []sharedFile) error {
+	var errs []error
+	for _, f := range files {
+		if err := os.Truncate(f.path, f.st.Size); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Chmod(f.path, os.FileMode(f.st.Mode&0o777)); err != nil {
+			errs = append(errs, err)
+		}
+		if err := os.Lchown(f.path, int(f.st.Uid), int(f.st.Gid)); err != nil {
+			errs = append(errs, err)
+		}
+		ts := []unix.Timespec{f.st.Atim, f.st.Mtim}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			errs = append(errs, &os.PathError{Op: "utimes", Path: f.path, Err: err})
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("native: restore shared files: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// copyTree copies src into the existing dir dst like cp -a (modes, owners,
+// times; the flattened tree has no xattrs, devices or fifos), hard-linking
+// regular files of at least nativeLinkMin bytes and returning those.
+func copyTree(src, dst string) ([]sharedFile, error) {
+	var shared []sharedFile
+	type dirAttr struct {
+		path string
+		st   unix.Stat_t
+	}
+	var dirs []dirAttr
+	err := filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if rel != "." {
+				if err := os.Mkdir(to, 0o700); err != nil {
+					return err
+				}
+			}
+			dirs = append(dirs, dirAttr{to, st})
+			return nil
+		case unix.S_IFLNK:
+			t, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(t, to); err != nil {
+				return err
+			}
+		case unix.S_IFREG:
+			if st.Size >= nativeLinkMin {
+				if err := os.Link(p, to); err != nil {
+					return err
+				}
+				shared = append(shared, sharedFile{path: p, st: st})
+				return nil
+			}
+			if err := copyFile(p, to, 0o600); err != nil {
+				return err
+			}
+			if err := os.Chmod(to, os.FileMode(st.Mode&0o777)|modeExtra(st.Mode)); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: unsupported file type %#o", p, st.Mode&unix.S_IFMT)
+		}
+		if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, to, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "utimes", Path: to, Err: err}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Directory attributes last (deepest first), after their entries.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		d := dirs[i]
+		if err := os.Lchown(d.path, int(d.st.Uid), int(d.st.Gid)); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(d.path, os.FileMode(d.st.Mode&0o777)|modeExtra(d.st.Mode)); err != nil {
+			return nil, err
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, d.path, []unix.Timespec{d.st.Atim, d.st.Mtim}, 0); err != nil {
+			return nil, &os.PathError{Op: "utimes", Path: d.path, Err: err}
+		}
+	}
+	return shared, nil
+}
+
+// modeExtra maps setuid/setgid/sticky bits of a raw mode to fs.FileMode.
+func modeExtra(m uint32) fs.FileMode {
+	var f fs.FileMode
+	if m&unix.S_ISUID != 0 {
+		f |= fs.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		f |= fs.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		f |= fs.ModeSticky
+	}
+	return f
 }
 
 // kernelBackend mounts kernel overlayfs: with the kernel's default options

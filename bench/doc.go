@@ -15,18 +15,20 @@
 // cost of no overlay at all), "kernel-overlayfs" (plain mount(2) with the
 // kernel's default options), "strata-kernel" (overlay.Mount with strata's
 // on-disk format options), "fuse-overlayfs" (the Debian binary) and
-// "strata-fuse" (not built yet: always unavailable). Adding a backend is
+// "strata-fuse" (strata mount --backend fuse). Adding a backend is
 // adding one type to [AllBackends].
 //
-// [Run] runs every selected workload in every cache state (cold, remount,
-// warm) for several rounds, backends alternating within each round, and
+// [Run] runs every selected workload in its cache states (read-only ones
+// cold, remount and warm unless [Options] narrows them; mutating ones in
+// remount) for several rounds, backends alternating within each round, and
 // returns a [Report] with every sample; the report renders as Markdown,
 // JSON and an SVG chart.
 //
 // # Caveats
 //
 //   - Needs root (mounts, drop_caches). Mutating workloads get a fresh upper
-//     per round; nothing is ever written to a generated layer.
+//     per round; nothing is ever written to a generated layer. Native's
+//     fresh copy hard-links the large file and restores it after the run.
 //   - Timings exclude mounting and result checks; they include the process
 //     start of external tools (find, tar, rm, fio).
 //   - Copy-up durability differs: kernel overlayfs fsyncs every copy-up

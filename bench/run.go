@@ -27,14 +27,17 @@ type Options struct {
 	// Warm never applies to a mutating workload; one left with no state
 	// runs in remount.
 	States []CacheState
-	Rounds int
+	// ReadOnlyStates, when set and States is not, replaces the default
+	// states (all three) of the read-only workloads.
+	ReadOnlyStates []CacheState
+	Rounds         int
 	// Out is the directory that receives the data dir (and the reports,
 	// written by the caller).
 	Out string
 	// Keep leaves the generated data in place.
 	Keep bool
-	// Settle is the pause after each run (after a sync); workloads are
-	// separated by four times as much.
+	// Settle is the pause after each mutating run (after a sync; read-only
+	// runs only sync); workloads are separated by four times as much.
 	Settle time.Duration
 	// Progress receives a progress line per run; nil for none. With
 	// ProgressTTY the line is redrawn in place.
@@ -189,6 +192,7 @@ func Run(o Options) (rep *Report, err error) {
 		rep.Workloads = append(rep.Workloads, WorkloadInfo{Name: w.Name, Desc: w.Desc, Mutates: w.Mutates, States: r.states(w)})
 		for _, st := range r.states(w) {
 			for round := 0; round < o.Rounds; round++ {
+				r.lowersRead = false
 				for i := range backends {
 					select {
 					case <-o.Stop:
@@ -235,10 +239,16 @@ type runner struct {
 	data string
 	done int
 	seq  int
+	// lowersRead: this round of a mutating workload in remount already
+	// read the lower layers into the page cache.
+	lowersRead bool
 }
 
 func (r *runner) states(w Workload) []CacheState {
 	if len(r.o.States) == 0 {
+		if !w.Mutates && len(r.o.ReadOnlyStates) > 0 {
+			return r.o.ReadOnlyStates
+		}
 		return w.States()
 	}
 	var out []CacheState
@@ -326,8 +336,13 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 	switch st {
 	case Remount:
 		if w.Mutates {
-			// Read the lower layers themselves: every backend's lower
-			// files are then in the page cache.
+			// Read the lower layers themselves, once per round: every
+			// backend's lower files are then in the page cache (nothing
+			// in a mutating round drops it).
+			if r.lowersRead {
+				break
+			}
+			r.lowersRead = true
 			for _, l := range w.Stack(r.ls) {
 				if err := warmTree(l); err != nil {
 					return s, fmt.Errorf("bench: prime %s: %w", l, err)
@@ -360,7 +375,11 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 		if rerr := m.release(); rerr != nil && err == nil {
 			err = rerr
 		}
-		settle(r.o.Settle)
+		if w.Mutates {
+			settle(r.o.Settle) // let ext4 settle after the writes and the removal
+		} else {
+			unix.Sync()
+		}
 	}()
 	switch st {
 	case Cold:

@@ -234,15 +234,15 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, out *fuse.En
 var _ fs.NodeLookuper = (*node)(nil)
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	// ENOENT with no entry timeout set: go-fuse then answers with a
+	// negative entry cached for Options.NegativeTimeout (fs/bridge.go turns
+	// the error into a zero node id only when out's timeout is 0; setting
+	// it here would send a plain ENOENT, which the kernel does not cache).
 	if n.knownAbsent(name) {
-		out.SetEntryTimeout(n.opts.NegativeTimeout)
 		return nil, syscall.ENOENT
 	}
 	e, err := n.u.lookup(n.rel(), n.dirState(), name)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			out.SetEntryTimeout(n.opts.NegativeTimeout)
-		}
 		return nil, errno(err)
 	}
 	return n.newChild(ctx, name, e, out), 0

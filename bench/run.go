@@ -134,7 +134,13 @@ func Run(o Options) (rep *Report, err error) {
 	if newBackends == nil {
 		newBackends = AllBackends
 	}
-	backends, skipped, err := SelectBackends(newBackends(filepath.Join(data, "scratch")), o.Backends)
+	// Backends keep private state (flattened copies, empty upper dirs)
+	// here, whichever of them are selected.
+	scratch := filepath.Join(data, "scratch")
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	backends, skipped, err := SelectBackends(newBackends(scratch), o.Backends)
 	if err != nil {
 		return nil, err
 	}

@@ -279,3 +279,38 @@ func effectiveOption(e *mountEntry, key string) (val string, ok bool) {
 	}
 	return "", false
 }
+
+// MountsUnder lists the mount points at or below dir (dir itself
+// included), from /proc/self/mountinfo, in its order: a mount comes after
+// the mounts it sits on. dir must be absolute and free of symlinks.
+// Callers detach in reverse order, and never delete through a listed
+// path.
+func MountsUnder(dir string) ([]string, error) {
+	entries, err := readMountinfo()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.MountPoint == dir || strings.HasPrefix(e.MountPoint, dir+"/") {
+			out = append(out, e.MountPoint)
+		}
+	}
+	return out, nil
+}
+
+// IsMountPoint reports whether dir (absolute, free of symlinks) is a mount
+// point. Unlike a device-number comparison it also sees bind mounts of
+// the same filesystem.
+func IsMountPoint(dir string) (bool, error) {
+	entries, err := readMountinfo()
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.MountPoint == dir {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/stratafs/strata/overlay"
 )
 
 // Cleanup removes what no metadata refers to: dirs under snapshots/ whose
@@ -192,7 +193,7 @@ func (s *Store) Check(ctx context.Context) error {
 		}
 	}
 	own := s.checkFUSE(live, add)
-	mps, err := mountsUnder(s.root)
+	mps, err := overlay.MountsUnder(s.root)
 	if err != nil {
 		add("mountinfo: %v", err)
 	}
@@ -205,47 +206,4 @@ func (s *Store) Check(ctx context.Context) error {
 		return fmt.Errorf("check %s: %w:\n  %s", s.root, ErrInconsistent, strings.Join(problems, "\n  "))
 	}
 	return nil
-}
-
-// mountsUnder lists the mount points at or below root in
-// /proc/self/mountinfo.
-func mountsUnder(root string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = f.Close() }() // read-only
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if mp == root || strings.HasPrefix(mp, root+"/") {
-			out = append(out, mp)
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 etc.) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

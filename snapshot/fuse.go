@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/overlay"
 )
 
 // The FUSE backend (BackendFUSE).
@@ -135,7 +137,7 @@ func fuseStateOf(mp string) (fuseState, error) {
 	case st.Type == unix.FUSE_SUPER_MAGIC:
 		return fuseLive, nil
 	}
-	ms, err := mountsUnder(mp)
+	ms, err := overlay.MountsUnder(mp)
 	if err != nil {
 		return fuseAbsent, err
 	}

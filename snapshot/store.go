@@ -535,7 +535,7 @@ var errMounted = fmt.Errorf("a mount point is inside it: %w", ErrFailedPrecondit
 // under the store (a container's rootfs, a bind mount) would otherwise make
 // RemoveAll delete through it, into the layers or host dirs behind it.
 func removeAll(p string) error {
-	ms, err := mountsUnder(p)
+	ms, err := overlay.MountsUnder(p)
 	if err != nil {
 		return fmt.Errorf("remove %s: read mounts: %w", p, err)
 	}

@@ -3,7 +3,6 @@ package command
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/stratafs/strata/overlay"
 	"github.com/stratafs/strata/snapshot"
 )
 
@@ -85,7 +85,7 @@ func (o *checkOptions) run(cmd *cobra.Command) error {
 // its root but the live FUSE mounts of the FUSE backend; any other is left
 // over from a crash.
 func detachLeakedMounts(root string) ([]string, error) {
-	mps, err := mountsUnder(root)
+	mps, err := overlay.MountsUnder(root)
 	if err != nil {
 		return nil, err
 	}
@@ -104,22 +104,4 @@ func detachLeakedMounts(root string) ([]string, error) {
 		done = append(done, mp)
 	}
 	return done, nil
-}
-
-// mountsUnder lists the mount points at or below root (absolute).
-func mountsUnder(root string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var mps []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 {
-			if mp := unescapeMountinfo(f[4]); mp == root || strings.HasPrefix(mp, root+"/") {
-				mps = append(mps, mp)
-			}
-		}
-	}
-	return mps, nil
 }

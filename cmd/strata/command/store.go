@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/stratafs/strata/overlay"
 	"github.com/stratafs/strata/snapshot"
 )
 
@@ -188,7 +189,7 @@ func refuseLeakedMounts(root string) error {
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	all, err := mountsUnder(abs)
+	all, err := overlay.MountsUnder(abs)
 	if err != nil {
 		return err
 	}

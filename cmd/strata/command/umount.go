@@ -2,12 +2,10 @@ package command
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/stratafs/strata/overlay"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,47 +62,12 @@ func (o *umountOptions) run(cmd *cobra.Command, target string) error {
 	return b.Unmount(abs)
 }
 
-// isMountPoint reports whether dir (absolute) is a mount point, from
-// /proc/self/mountinfo: a bind mount on the same filesystem keeps the
-// device number, so comparing stat results with the parent's is not
-// enough. A missing dir is an error.
-//
-// TODO(lead): use overlay's mountinfo parser once it is on main.
+// isMountPoint reports whether dir is a mount point (after resolving
+// symlinks); see overlay.IsMountPoint. A missing dir is an error.
 func isMountPoint(dir string) (bool, error) {
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return false, err
 	}
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root MOUNTPOINT options ...
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == real {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in a mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return overlay.IsMountPoint(real)
 }

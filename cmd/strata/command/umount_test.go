@@ -35,12 +35,6 @@ func TestUmount_Errors(t *testing.T) {
 	requireFails(t, run(t, "umount"), ExitUsage, "strata: umount: want 1 argument(s) (TARGET), got 0; see 'strata umount --help'")
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	equal(t, "/a b\tc\\d", unescapeMountinfo(`/a\040b\011c\134d`))
-	equal(t, `/plain`, unescapeMountinfo(`/plain`))
-	equal(t, `/x\04`, unescapeMountinfo(`/x\04`))
-}
-
 func TestUmount_Busy(t *testing.T) {
 	testutil.RequireOverlay(t)
 	base, lowerdir := layers(t)

@@ -788,37 +788,20 @@ func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, ou
 var _ fs.NodeMkdirer = (*node)(nil)
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if err := n.copyUp(); err != nil {
-		return nil, errno(err)
-	}
-	n.u.cuMu.Lock()
-	defer n.u.cuMu.Unlock()
-	n.noteName(name)
-	p, wo, dirSt, done, err := n.prepareCreate(name)
-	if err != nil {
-		return nil, errno(err)
-	}
-	defer done()
-	target := p
-	if wo {
-		target = n.u.tmpName()
-	}
-	if err := unix.Mkdir(target, mode&0o7777); err != nil {
-		return nil, errno(err)
-	}
-	if wo {
-		// the name hid a lower object: the new dir must hide lower
-		// contents of the same name
-		if err := n.u.format.SetOpaque(target); err != nil {
-			os.Remove(target)
-			return nil, errno(err)
+	ch, err := n.makeChild(ctx, name, unix.S_IFDIR|mode, out, func(target string, overWhiteout bool) error {
+		if err := unix.Mkdir(target, mode&0o7777); err != nil {
+			return err
 		}
-	}
-	if err := n.finishCreate(ctx, target, p, unix.S_IFDIR|mode, &dirSt, wo); err != nil {
-		os.Remove(target)
-		return nil, errno(err)
-	}
-	ch, err := n.createdEntry(ctx, p, out, true)
+		if overWhiteout {
+			// the name hid a lower object: the new dir must hide lower
+			// contents of the same name
+			if err := n.u.format.SetOpaque(target); err != nil {
+				_ = os.Remove(target)
+				return err
+			}
+		}
+		return nil
+	})
 	if err == nil {
 		// a new dir: every name in it will be made through this mount
 		cn := ch.Operations().(*node)
@@ -837,59 +820,52 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		// kernel's overlayfs does not (it would vanish here).
 		return nil, syscall.EPERM
 	}
-	if err := n.copyUp(); err != nil {
-		return nil, errno(err)
-	}
-	n.u.cuMu.Lock()
-	defer n.u.cuMu.Unlock()
-	n.noteName(name)
-	p, wo, dirSt, done, err := n.prepareCreate(name)
-	if err != nil {
-		return nil, errno(err)
-	}
-	defer done()
-	target := p
-	if wo {
-		target = n.u.tmpName()
-	}
-	if err := unix.Mknod(target, mode, int(dev)); err != nil {
-		return nil, errno(err)
-	}
-	if err := n.finishCreate(ctx, target, p, mode, &dirSt, false); err != nil {
-		os.Remove(target)
-		return nil, errno(err)
-	}
-	ch, err := n.createdEntry(ctx, p, out, false)
+	ch, err := n.makeChild(ctx, name, mode, out, func(target string, _ bool) error {
+		return unix.Mknod(target, mode, int(dev))
+	})
 	return ch, errno(err)
 }
 
 var _ fs.NodeSymlinker = (*node)(nil)
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ch, err := n.makeChild(ctx, name, unix.S_IFLNK, out, func(tp string, _ bool) error {
+		return unix.Symlink(target, tp)
+	})
+	return ch, errno(err)
+}
+
+// makeChild creates the child name of n (a dir, node, or symlink) in the
+// upper layer: build makes it at target, the final path, or a temporary
+// in the work dir when a whiteout holds the name (overWhiteout); then
+// finishCreate gives it its owner and renames it over the whiteout (an
+// exchange for a dir), and the new entry is returned. It copies n up and
+// holds u.cuMu throughout.
+func (n *node) makeChild(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, build func(target string, overWhiteout bool) error) (*fs.Inode, error) {
 	if err := n.copyUp(); err != nil {
-		return nil, errno(err)
+		return nil, err
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
 	n.noteName(name)
 	p, wo, dirSt, done, err := n.prepareCreate(name)
 	if err != nil {
-		return nil, errno(err)
+		return nil, err
 	}
 	defer done()
-	tp := p
+	target := p
 	if wo {
-		tp = n.u.tmpName()
+		target = n.u.tmpName()
 	}
-	if err := unix.Symlink(target, tp); err != nil {
-		return nil, errno(err)
+	if err := build(target, wo); err != nil {
+		return nil, err
 	}
-	if err := n.finishCreate(ctx, tp, p, unix.S_IFLNK, &dirSt, false); err != nil {
-		os.Remove(tp)
-		return nil, errno(err)
+	isDir := mode&unix.S_IFMT == unix.S_IFDIR
+	if err := n.finishCreate(ctx, target, p, mode, &dirSt, isDir && wo); err != nil {
+		_ = os.Remove(target)
+		return nil, err
 	}
-	ch, err := n.createdEntry(ctx, p, out, false)
-	return ch, errno(err)
+	return n.createdEntry(ctx, p, out, isDir)
 }
 
 var _ fs.NodeLinker = (*node)(nil)

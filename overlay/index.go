@@ -106,7 +106,7 @@ func (d *DirIndex) Each(fn func(name string, top IndexHit) bool) {
 func (d *DirIndex) add(name string, h IndexHit) {
 	i, ok := d.first[name]
 	if !ok {
-		d.first[name] = int32(len(d.hits))
+		d.first[name] = int32(len(d.hits)) //nolint:gosec // hits of one dir stay far below 2^31
 		d.order = append(d.order, name)
 		d.hits = append(d.hits, hitRec{h, -1})
 		return
@@ -117,7 +117,7 @@ func (d *DirIndex) add(name string, h IndexHit) {
 			return // hidden below a whiteout
 		}
 		if r.next < 0 {
-			r.next = int32(len(d.hits))
+			r.next = int32(len(d.hits)) //nolint:gosec // hits of one dir stay far below 2^31
 			d.hits = append(d.hits, hitRec{h, -1})
 			return
 		}
@@ -419,9 +419,11 @@ func WriteIndex(layerDir string, w io.Writer) error {
 	crc := crc32.NewIEEE()
 	bw := bufio.NewWriter(io.MultiWriter(w, crc))
 	var tmp [binary.MaxVarintLen64]byte
-	uv := func(v uint64) { bw.Write(tmp[:binary.PutUvarint(tmp[:], v)]) }
-	str := func(s string) { uv(uint64(len(s))); bw.WriteString(s) }
-	bw.WriteString(indexMagic)
+	// A bufio.Writer keeps its first error and Flush returns it: the
+	// writes below are checked there.
+	uv := func(v uint64) { _, _ = bw.Write(tmp[:binary.PutUvarint(tmp[:], v)]) }
+	str := func(s string) { uv(uint64(len(s))); _, _ = bw.WriteString(s) }
+	_, _ = bw.WriteString(indexMagic)
 	uv(dev)
 	uv(ino)
 	uv(uint64(len(li.dirs)))
@@ -430,11 +432,11 @@ func WriteIndex(layerDir string, w io.Writer) error {
 		uv(uint64(len(ents)))
 		for _, e := range ents {
 			str(e.name)
-			t := byte(e.typ >> 12)
+			t := byte(e.typ >> 12) //nolint:gosec // S_IFMT>>12 is 4 bits
 			if e.whiteout {
 				t |= 0x80
 			}
-			bw.WriteByte(t)
+			_ = bw.WriteByte(t)
 			uv(e.ino)
 		}
 	}
@@ -468,7 +470,7 @@ func WriteIndexFile(layerDir, file string) error {
 		err = os.Rename(tmp, file)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) // best effort: a stale temp is rewritten next time
 		return fmt.Errorf("overlay: index file %s: %w", file, err)
 	}
 	return nil
@@ -556,6 +558,6 @@ func ReadIndexFile(file, layerDir string) (*LayerIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: index file: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	return ReadIndex(f, filepath.Clean(layerDir))
 }

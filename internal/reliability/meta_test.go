@@ -147,12 +147,6 @@ func (o metaOp) String() string {
 	return s
 }
 
-// apply runs o under root and returns its errno (0 on success).
-func (o metaOp) apply(root string) unix.Errno {
-	en, _ := o.applyOut(root)
-	return en
-}
-
 // applyOut runs o under root and returns its errno and, for "rofd", what
 // the read-only fd read after the write.
 func (o metaOp) applyOut(root string) (unix.Errno, string) {

@@ -144,24 +144,11 @@ func indexZero(b []byte) int {
 	return -1
 }
 
+// dtypeMode returns the fs.FileMode type bits of a getdents d_type; false
+// for DT_UNKNOWN (the caller lstats).
 func dtypeMode(t uint8) (fs.FileMode, bool) {
-	switch t {
-	case unix.DT_REG:
-		return 0, true
-	case unix.DT_DIR:
-		return fs.ModeDir, true
-	case unix.DT_LNK:
-		return fs.ModeSymlink, true
-	case unix.DT_FIFO:
-		return fs.ModeNamedPipe, true
-	case unix.DT_SOCK:
-		return fs.ModeSocket, true
-	case unix.DT_CHR:
-		return fs.ModeDevice | fs.ModeCharDevice, true
-	case unix.DT_BLK:
-		return fs.ModeDevice, true
-	}
-	return 0, false
+	ifmt := dtypeIFMT(t)
+	return statMode(ifmt), ifmt != 0
 }
 
 // statMode returns the fs.FileMode type bits of a stat mode.

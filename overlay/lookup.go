@@ -506,17 +506,15 @@ func (s *Stack) Hidden(e *Entry) ([]int, error) {
 		if dl.Index <= e.Layer {
 			continue
 		}
-		rp := dl.RealPath + "/" + name
-		var st unix.Stat_t
-		if err := unix.Lstat(rp, &st); err != nil {
-			if err == unix.ENOENT || err == unix.ENOTDIR {
-				continue
-			}
-			return nil, &os.PathError{Op: "overlay lstat", Path: rp, Err: err}
+		found, wo, err := s.probe(dl, name)
+		if err != nil {
+			return nil, err
 		}
-		wo, err := s.isWhiteout(rp, &st, dl)
-		if err != nil || wo {
-			return out, err
+		if !found {
+			continue
+		}
+		if wo {
+			return out, nil
 		}
 		out = append(out, dl.Index)
 	}
@@ -535,18 +533,27 @@ func (s *Stack) HasLower(d *Dir, name string) (bool, error) {
 		if s.isUpper(dl.Index) {
 			continue
 		}
-		rp := dl.RealPath + "/" + name
-		var st unix.Stat_t
-		if err := unix.Lstat(rp, &st); err != nil {
-			if err == unix.ENOENT || err == unix.ENOTDIR {
-				continue
-			}
-			return false, &os.PathError{Op: "overlay lstat", Path: rp, Err: err}
+		found, wo, err := s.probe(dl, name)
+		if err != nil || found {
+			return found && !wo, err
 		}
-		wo, err := s.isWhiteout(rp, &st, dl)
-		return !wo, err
 	}
 	return false, nil
+}
+
+// probe reports whether layer dir dl holds name, and whether that entry
+// is a whiteout (in any form dl honours).
+func (s *Stack) probe(dl *DirLayer, name string) (found, whiteout bool, err error) {
+	rp := dl.RealPath + "/" + name
+	var st unix.Stat_t
+	if err := unix.Lstat(rp, &st); err != nil {
+		if err == unix.ENOENT || err == unix.ENOTDIR {
+			return false, false, nil
+		}
+		return false, false, &os.PathError{Op: "overlay lstat", Path: rp, Err: err}
+	}
+	wo, err := s.isWhiteout(rp, &st, dl)
+	return true, wo, err
 }
 
 // marks are the overlay xattrs of one object that lookup cares about.

@@ -164,11 +164,38 @@ func WithLowerIndexFiles(files []string) StackOption {
 	return func(s *Stack) { s.state.indexFiles = files }
 }
 
+// IndexSuffix names a layer's on-disk index by convention: the index of
+// the layer dir L is the file L+IndexSuffix next to it (IndexPath). The
+// snapshotter writes it when it commits a layer; a FUSE mount reads it
+// when present (WithSiblingIndexFiles), so a committed layer is never
+// listed again. Only immutable layers may carry one: ReadIndex checks that
+// the file was written for the same dir (root dev and inode), not that
+// the dir is unchanged since.
+const IndexSuffix = ".strata-index"
+
+// IndexPath returns where the on-disk index of the layer dir layerDir
+// lives by convention (see IndexSuffix).
+func IndexPath(layerDir string) string { return filepath.Clean(layerDir) + IndexSuffix }
+
+// WithSiblingIndexFiles makes the stack use each lower layer's index at
+// IndexPath when one is there (see WithLowerIndexFiles for how a missing
+// or invalid one is handled). It overrides WithLowerIndexFiles.
+func WithSiblingIndexFiles() StackOption {
+	return func(s *Stack) { s.state.siblingIndex = true }
+}
+
 // LowerIndex returns the stack's shared lower-layer index.
 func (s *Stack) LowerIndex() *LowerIndex {
 	s.state.indexOnce.Do(func() {
 		x := NewLowerIndex(s.lowers, 0)
-		for i, f := range s.state.indexFiles {
+		files := s.state.indexFiles
+		if s.state.siblingIndex {
+			files = make([]string, len(s.lowers))
+			for i, l := range s.lowers {
+				files[i] = IndexPath(l)
+			}
+		}
+		for i, f := range files {
 			if f == "" || i >= len(s.lowers) {
 				continue
 			}

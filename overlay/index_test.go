@@ -144,3 +144,26 @@ func TestWithLowerIndexFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestWithSiblingIndexFiles(t *testing.T) {
+	s := fixture{lowers: [][]string{{"f d/a"}, {"f d/b"}}}.build(t)
+	l0 := s.Lowers()[0]
+	if got, want := IndexPath(l0+"/"), l0+IndexSuffix; got != want {
+		t.Errorf("IndexPath(%q) = %q, want %q", l0+"/", got, want)
+	}
+	if err := WriteIndexFile(l0, IndexPath(l0)); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := NewStack(s.Lowers(), WithSiblingIndexFiles())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s2.LowerIndex()
+	if !x.LayerIndexed(0) || x.LayerIndexed(1) { // layer 1 has no index: listed
+		t.Errorf("indexed layers: 0=%v 1=%v, want true, false", x.LayerIndexed(0), x.LayerIndexed(1))
+	}
+	h, err := x.Lookup([]LowerDir{{0, "d"}, {1, "d"}}, "b")
+	if err != nil || hitsString(h) != "1:10 " {
+		t.Errorf("b: %q %v", hitsString(h), err)
+	}
+}

@@ -72,6 +72,8 @@ type unionState struct {
 	indexOnce  sync.Once   // guards index
 	index      *LowerIndex // lower-layer name index (index.go)
 	indexFiles []string    // per lower layer: on-disk index file, or ""
+	// siblingIndex: the index files are at IndexPath of each lower.
+	siblingIndex bool
 }
 
 // cleanPath cleans a union path. Leading slashes are ignored; a path that

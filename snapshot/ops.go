@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/filters"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/stratafs/strata/overlay"
 )
 
 // update and view run fn in a read-write or read-only transaction with the
@@ -234,6 +236,10 @@ func (s *Store) commit(ctx context.Context, name, key string, opts []Opt) error 
 	// it): its files reach the disk before the metadata says committed.
 	if err := syncLayer(s.fsDir(id), usage.Inodes); err != nil {
 		return fmt.Errorf("sync layer: %w", err)
+	}
+	// Its name index (a cache: a FUSE mount lists layers without one).
+	if err := overlay.WriteIndexFile(s.fsDir(id), overlay.IndexPath(s.fsDir(id))); err != nil {
+		return fmt.Errorf("index layer: %w", err)
 	}
 
 	err = s.update(func(b buckets) error {

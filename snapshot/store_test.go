@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/stratafs/strata/internal/testutil"
+	"github.com/stratafs/strata/overlay"
 )
 
 func TestSemantics(t *testing.T) {
@@ -693,5 +694,28 @@ func TestFormatRecorded(t *testing.T) {
 	defer s2.Close()
 	if got := s2.Format(); !slices.Equal(got.OverlayOptions, fi.OverlayOptions) || got.Features != fi.Features || !got.Created.Equal(fi.Created) {
 		t.Fatalf("after reopen %+v, want %+v", got, fi)
+	}
+}
+
+// A committed layer carries its name index next to its dir, where FUSE
+// mounts (overlay.WithSiblingIndexFiles) find it.
+func TestCommitWritesLayerIndex(t *testing.T) {
+	s := newTestStore(t)
+	mustCommitted(t, s, "base", "", map[string]string{"a": "1", "b": "2"})
+	var id uint64
+	if err := s.view(func(b buckets) error {
+		r, err := b.get("base")
+		id = r.ID
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fs := s.fsDir(id)
+	li, err := overlay.ReadIndexFile(overlay.IndexPath(fs), fs)
+	if err != nil {
+		t.Fatalf("index of committed layer: %v", err)
+	}
+	if li.Dirs() != 1 {
+		t.Errorf("index has %d dirs, want 1 (the root)", li.Dirs())
 	}
 }

@@ -213,7 +213,7 @@ func serveFUSE(r MountRequest) (err error) {
 	stack := r.Stack
 	if r.Options.ReadOnly && stack.Upper() != "" {
 		// ro over an upper dir: serve the upper as the topmost lower.
-		var sopts []overlay.StackOption
+		sopts := []overlay.StackOption{overlay.WithSiblingIndexFiles()}
 		if stack.Format().UserXattr {
 			sopts = append(sopts, overlay.WithUserXattr())
 		}

@@ -312,7 +312,10 @@ func (o *mountOptions) run(cmd *cobra.Command, target string) (err error) {
 	if target, err = checkDir("target", target, unix.R_OK|unix.X_OK); err != nil {
 		return err
 	}
-	var sopts []overlay.StackOption
+	// Committed layers carry their name index next to them (written by
+	// the snapshotter at commit); the FUSE backend reads it instead of
+	// listing every layer.
+	sopts := []overlay.StackOption{overlay.WithSiblingIndexFiles()}
 	if spec.upper != "" {
 		sopts = append(sopts, overlay.WithUpper(spec.upper, spec.work))
 	}

@@ -38,7 +38,7 @@ func (o *mountOptions) runSnapshot(cmd *cobra.Command, key, target string) error
 			return o.reportSnapshot(cmd, key, target, m)
 		}
 		var lowers []string
-		var sopts []overlay.StackOption
+		sopts := []overlay.StackOption{overlay.WithSiblingIndexFiles()}
 		var upper, work string
 		if m.Type == "bind" {
 			lowers = []string{m.Source} // a one-layer stack is a read-only bind

@@ -94,6 +94,10 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 	if o.GOMAXPROCS > 0 {
 		runtime.GOMAXPROCS(o.GOMAXPROCS)
 	}
+	// The kernel sends modes with the caller's umask applied: the server
+	// creates files with exactly those, so its own umask must be 0 (as
+	// fuse-overlayfs sets it). Like GOMAXPROCS this is process-wide.
+	unix.Umask(0)
 	// a dead server leaves ENOTCONN behind; clear it so we can mount
 	if err := ClearStale(target); err != nil {
 		return nil, err

@@ -27,6 +27,15 @@
 //     first open for write or truncate. Link and rename copy data up.
 //     Kernel-written metacopy files and xattr whiteouts are read.
 //
+// # Permissions
+//
+// The mount has default_permissions and FUSE_POSIX_ACL: the kernel checks
+// mode bits and POSIX ACLs (the system.posix_acl_* xattrs of the layers,
+// copied up with the object) itself, as kernel overlayfs does through the
+// layers' filesystems, and applies the caller's umask only where no
+// default ACL replaces it. The server runs with umask 0 and creates what
+// the kernel asks for.
+//
 // # Inode numbers
 //
 // st_ino = (index of the layer's filesystem) << 48 | real inode number,
@@ -80,8 +89,6 @@
 //
 //   - link and rename of a lower file copy its data up (the kernel
 //     writes a metacopy with a redirect).
-//   - POSIX ACLs are not enforced by the kernel's permission check
-//     (default_permissions checks mode bits; FUSE_POSIX_ACL is off).
 //   - mknod of a char device 0/0 fails EPERM (it would be a whiteout).
 //   - RENAME_EXCHANGE of a dir with lower contents fails EXDEV.
 //

@@ -130,6 +130,9 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 		Logger:      o.Logger,
 		// the kernel keeps POSIX and flock locks itself (EnableLocks off)
 		MaxWrite: 1 << 20,
+		// The kernel enforces POSIX ACLs (with default_permissions), as
+		// kernel overlayfs does through the layers' filesystems.
+		EnableAcl: true,
 	}
 	if !o.NoDefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")

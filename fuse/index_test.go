@@ -18,11 +18,19 @@ import (
 // TestDeepStackMatchesKernel: on a stack of 24 lowers, where lookups go
 // through the lower name index, the FUSE tree (lookups of present and
 // absent names, whiteouts at many depths, opaque dirs, a dir replaced by
-// a file, an xattr whiteout) equals the kernel's, before and after
-// changes through FUSE.
+// a file, an xattr whiteout, a redirect) equals the kernel's, before and
+// after changes through FUSE; with the index built by listing the
+// layers, and read from on-disk index files (which know which entries
+// carry no overlay xattrs, so lookups skip their xattr reads).
 func TestDeepStackMatchesKernel(t *testing.T) {
 	testutil.RequireFUSE(t)
 	testutil.RequireOverlay(t)
+	for _, onDisk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("indexfiles=%v", onDisk), func(t *testing.T) { testDeepStackMatchesKernel(t, onDisk) })
+	}
+}
+
+func testDeepStackMatchesKernel(t *testing.T, onDisk bool) {
 	const depth = 24
 	var f overlay.Format
 	root := t.TempDir()
@@ -68,6 +76,25 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 			}
 		}
 	}
+	// a dir with a redirect in a lower layer, as the kernel leaves it
+	// after renaming a merged dir: d/moved shows d/sub of the layers
+	// below
+	mv := filepath.Join(lowers[2], "d/moved")
+	if err := os.MkdirAll(mv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(mv, f.Xattr(overlay.XattrRedirect), []byte("/d/sub"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var sopts []overlay.StackOption
+	if onDisk {
+		for _, l := range lowers {
+			if err := overlay.WriteIndexFile(l, overlay.IndexPath(l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sopts = append(sopts, overlay.WithSiblingIndexFiles())
+	}
 	l := crossLayers{lower: lowers[0], upper: t.TempDir(), work: t.TempDir()}
 	layers := overlaytest.Layers{Lowers: lowers, Upper: l.upper, Work: l.work}
 	kernelTree := func() map[string]string {
@@ -83,7 +110,16 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 		return tree(t, target)
 	}
 	want := kernelTree()
-	m := backend{}.Mount(t, layers)
+	m := &fuseMount{layers: layers, target: t.TempDir(), stackOpts: sopts}
+	m.Remount(t)
+	t.Cleanup(func() { m.Unmount(t) })
+	if onDisk {
+		for i := range lowers {
+			if !m.srv.u.index.LayerIndexed(i) {
+				t.Fatalf("layer %d: on-disk index not used", i)
+			}
+		}
+	}
 	diffTrees(t, "fuse vs kernel", tree(t, m.Root()), want)
 	for _, n := range []string{"f02", "f05", "f13", "nope", "x/deep", "sub/s11"} {
 		var st unix.Stat_t
@@ -96,7 +132,7 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 	for _, err := range []error{
 		os.Remove(p("d/f04")),
 		os.WriteFile(p("d/f05"), []byte("new"), 0o644), // over a whiteout
-		os.Rename(p("d/f06"), p("d/moved")),
+		os.Rename(p("d/f06"), p("d/renamed")),
 		os.Chmod(p("d/f07"), 0o600),
 		os.Mkdir(p("d/f08x"), 0o755),
 	} {

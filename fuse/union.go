@@ -210,6 +210,20 @@ type entry struct {
 
 func (e *entry) isDir() bool { return e.st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
+// lstatLower is lstat of the lower object r, resolved from the fd of its
+// layer root (the path from / to the layer is not walked again).
+func (u *union) lstatLower(r lref, st *unix.Stat_t) error {
+	if r.path == "" || r.layer >= len(u.lowerFds) {
+		return lstat(u.lowerPath(r), st)
+	}
+	for {
+		err := unix.Fstatat(u.lowerFds[r.layer], r.path, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
 func lstat(p string, st *unix.Stat_t) error {
 	for {
 		err := unix.Lstat(p, st)
@@ -256,6 +270,23 @@ func (d *dirState) candidates(name string) []lref {
 		out[i] = d.lowers[h.Dir]
 	}
 	return out
+}
+
+// candidateHits is candidates with the index hit of each candidate (nil
+// without an index).
+func (d *dirState) candidateHits(name string) ([]lref, []overlay.IndexHit) {
+	if d.index == nil {
+		return d.lowers, nil
+	}
+	hits := d.index.Hits(name, make([]overlay.IndexHit, 0, 4))
+	if len(hits) == 0 {
+		return nil, nil
+	}
+	out := make([]lref, len(hits))
+	for i, h := range hits {
+		out[i] = d.lowers[h.Dir]
+	}
+	return out, hits
 }
 
 // lookup resolves name in the directory rel (union path) with state d.
@@ -305,9 +336,14 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 	}
 	// Lower layers. With a redirect, the lookup continues at the redirect
 	// path in every layer below instead of under the parent's lower dirs.
-	cands := d.candidates(name)
+	//
+	// hits[i], when there, is what the index knows of cands[i]: a
+	// whiteout, a non-dir under a dir, or a plain dir (no overlay xattrs)
+	// below the top one is settled without a syscall, and a plain top
+	// object needs its lstat only.
+	cands, hits := d.candidateHits(name)
 	if redirect != "" {
-		cands = u.redirectCands(rel, redirect, -1)
+		cands, hits = u.redirectCands(rel, redirect, -1), nil
 	}
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]
@@ -317,9 +353,26 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		} else {
 			r = lref{c.layer, path.Join(c.path, name)}
 		}
+		plain := false
+		if i < len(hits) {
+			h := hits[i]
+			if h.Whiteout {
+				break
+			}
+			if found && e.isDir() && h.Type != 0 {
+				if h.Type != unix.S_IFDIR {
+					break // a non-dir below a dir is hidden
+				}
+				if h.Plain {
+					e.lowers = append(e.lowers, r) // merges in, not opaque, no redirect
+					continue
+				}
+			}
+			plain = h.Plain
+		}
 		var st unix.Stat_t
 		p := u.lowerPath(r)
-		err := lstat(p, &st)
+		err := u.lstatLower(r, &st)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			continue
 		}
@@ -329,7 +382,7 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		if overlay.IsWhiteoutStat(&st) {
 			break
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && !plain {
 			parent := path.Dir(p)
 			if op, _ := u.format.DirOpacity(parent); op == overlay.HasXattrWhiteouts {
 				if wo, _ := u.format.IsXattrWhiteout(p, &st, true); wo {
@@ -359,6 +412,9 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 			if !isDir {
 				e.lowers = []lref{r}
 				e.ino = u.ino(st.Dev, st.Ino)
+				if plain {
+					return e, nil
+				}
 				if _, ok, _ := getxattr(p, u.format.Xattr(overlay.XattrMetacopy)); ok {
 					e.metacopy = true
 					continue
@@ -368,12 +424,16 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		}
 		// a lower dir merges in
 		e.lowers = append(e.lowers, r)
+		if plain {
+			continue
+		}
 		if op, _ := u.format.DirOpacity(p); op == overlay.Opaque {
 			break
 		}
 		if v, ok, _ := getxattr(p, u.format.Xattr(overlay.XattrRedirect)); ok && v != "" {
 			redirect = v
 			cands = append(cands[:i+1:i+1], u.redirectCands(path.Dir(r.path), v, r.layer)...)
+			hits = hits[:min(len(hits), i+1)]
 		}
 	}
 	if !found {
@@ -383,7 +443,8 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		return nil, fmt.Errorf("metacopy %s: no lower data: %w", path.Join(rel, name), unix.EIO)
 	}
 	switch {
-	case e.isDir() && len(e.lowers) > 0:
+	case e.isDir() && len(e.lowers) > 0 && e.upper:
+		// (a lower-only dir: e.st is of lowers[0] already)
 		var st unix.Stat_t
 		if err := lstat(u.lowerPath(e.lowers[0]), &st); err == nil {
 			e.ino = u.ino(st.Dev, st.Ino)

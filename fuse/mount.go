@@ -126,6 +126,9 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 		Logger:      o.Logger,
 		// the kernel keeps POSIX and flock locks itself (EnableLocks off)
 		MaxWrite: 1 << 20,
+		// READDIRPLUS only where it pays (first chunk, and after stats
+		// of the entries), plain READDIR otherwise (dir.go)
+		ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
 	}
 	if !o.NoDefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")

@@ -571,8 +571,18 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	s := n.state()
-	_, data := n.paths()
 	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
+	var fflags uint32
+	if !n.opts.Flush {
+		fflags |= fuse.FOPEN_NOFLUSH
+	}
+	if !write && (!s.upper || s.metacopy) && oflags&unix.O_DIRECT == 0 {
+		// lower data, read-only: its pages stay valid (lower layers
+		// never change), and the descriptor is opened on the first
+		// READ (file.ensure)
+		return n.newLazyFile(oflags), fflags | fuse.FOPEN_KEEP_CACHE, 0
+	}
+	_, data := n.paths()
 	var fd int
 	var err error
 	if s.upper && !s.metacopy {
@@ -589,10 +599,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// later open-for-write after copy-up.
 	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough, s.upper && !s.metacopy)
 	fh.lower.Store(!write && (!s.upper || s.metacopy))
-	var fflags uint32
-	if !n.opts.Flush {
-		fflags |= fuse.FOPEN_NOFLUSH
-	}
 	if !s.upper || s.metacopy {
 		fflags |= fuse.FOPEN_KEEP_CACHE
 	}
@@ -1366,6 +1372,15 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 	o, ok2 := fhOut.(*file)
 	if !ok1 || !ok2 {
 		return 0, syscall.EBADF
+	}
+	if errno := in.ensure(); errno != 0 {
+		return 0, errno
+	}
+	if errno := in.follow(); errno != 0 {
+		return 0, errno
+	}
+	if errno := o.ensure(); errno != 0 {
+		return 0, errno
 	}
 	ri, ro := int64(offIn), int64(offOut)
 	c, err := unix.CopyFileRange(in.fd, &ri, o.fd, &ro, int(length), int(flags))

@@ -41,6 +41,7 @@ type union struct {
 	devs     map[uint64]uint64 // st_dev of a layer -> index for xino bits
 	uuids    [][]byte          // per lower layer: filesystem uuid, or nil
 	lowerFds []int             // per lower layer: fd of the root, for open_by_handle_at
+	lowerDev []uint64          // per lower layer: st_dev of its root
 	upperFd  int               // O_PATH fd of the upper root, -1 without upper
 	tmpSeq   atomic.Uint64     // names of temporaries in the work dir
 	volatile bool              // skip fsync of copied-up data
@@ -82,6 +83,12 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		}
 		u.lowerFds = append(u.lowerFds, fd)
 		u.uuids = append(u.uuids, fsUUID(l))
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			u.close()
+			return nil, &os.PathError{Op: "stat layer", Path: l, Err: err}
+		}
+		u.lowerDev = append(u.lowerDev, st.Dev)
 	}
 	if u.upper != "" {
 		fd, err := unix.Open(u.upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -487,17 +494,55 @@ func (u *union) upperIno(p string, st *unix.Stat_t) uint64 {
 	return u.ino(st.Dev, st.Ino)
 }
 
-// dirent is one entry of a merged listing (its type and inode number
-// come from the lookup each entry gets).
+// dirent is one entry of a merged listing. known: typ and ino are those
+// a lookup of the name would report (from the lower name index, for
+// names only the lower layers have); else the lookup tells.
 type dirent struct {
-	name string
+	name  string
+	known bool
+	typ   uint32 // S_IFMT bits
+	ino   uint64 // union inode number
 }
 
 // readDir lists the merged directory rel with state d: upper first, then
-// lower dirs; whiteouts removed; each name once.
+// lower dirs; whiteouts removed; each name once. With a lower name index,
+// the lower names come from it, with their types and inode numbers.
 func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
+	if d.index == nil {
+		return u.readDirInto(rel, d, d.lowers, map[string]bool{}, nil)
+	}
+	for _, l := range d.lowers {
+		// xattr whiteouts are not in the index: list such dirs
+		if u.isXDir(u.lowerPath(l)) {
+			return u.readDirInto(rel, d, d.lowers, map[string]bool{}, nil)
+		}
+	}
 	seen := map[string]bool{}
-	var out []dirent
+	out, err := u.readDirInto(rel, d, nil, seen, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.index.Each(func(name string, top overlay.IndexHit) bool {
+		if seen[name] || top.Whiteout {
+			return true
+		}
+		de := dirent{name: name, typ: top.Type}
+		if top.Type != 0 {
+			// as lookup: the top object's inode number (for a merged
+			// dir, its topmost lower dir's)
+			de.known = true
+			de.ino = u.ino(u.lowerDev[d.lowers[top.Dir].layer], top.Ino)
+		}
+		out = append(out, de)
+		return true
+	})
+	return out, nil
+}
+
+// readDirInto appends to out the names of the upper dir (if d.upper) and
+// of the lower dirs lowers that are not in seen, adding them to seen
+// (whiteouts too, so that they hide the names below).
+func (u *union) readDirInto(rel string, d dirState, lowers []lref, seen map[string]bool, out []dirent) ([]dirent, error) {
 	add := func(dir string, isLower bool) error {
 		f, err := os.Open(dir)
 		if err != nil {
@@ -558,7 +603,7 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 			return nil, err
 		}
 	}
-	for _, l := range d.lowers {
+	for _, l := range lowers {
 		if err := add(u.lowerPath(l), true); err != nil {
 			return nil, err
 		}

@@ -24,8 +24,8 @@ type file struct {
 	*fs.LoopbackFile // nil until opened
 	n                *node
 	fd               int // -1 until opened
-	writable    bool
-	passthrough bool // offer the descriptor for kernel passthrough
+	writable         bool
+	passthrough      bool // offer the descriptor for kernel passthrough
 	// lower: fd is on a lower file (or the data of a metadata-only copy),
 	// opened read-only. Once the node is copied up, the fd is swapped for
 	// the upper file (see follow), as the kernel re-opens the real file:

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -121,6 +123,8 @@ func testDeepStackMatchesKernel(t *testing.T, onDisk bool) {
 		}
 	}
 	diffTrees(t, "fuse vs kernel", tree(t, m.Root()), want)
+	checkDirents(t, filepath.Join(m.Root(), "d"))     // has xattr whiteouts: listed
+	checkDirents(t, filepath.Join(m.Root(), "d/sub")) // listed from the index
 	for _, n := range []string{"f02", "f05", "f13", "nope", "x/deep", "sub/s11"} {
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(m.Root(), "d", n), &st); err == nil {
@@ -140,6 +144,7 @@ func testDeepStackMatchesKernel(t *testing.T, onDisk bool) {
 			t.Fatal(err)
 		}
 	}
+	checkDirents(t, filepath.Join(m.Root(), "d"))
 	got := tree(t, m.Root())
 	m.Unmount(t)
 	diffTrees(t, "kernel after fuse changes", kernelTree(), got)
@@ -188,5 +193,54 @@ func TestNewDirNames(t *testing.T) {
 	must(os.WriteFile(p("new/a"), []byte("again"), 0o644))
 	if b, err := os.ReadFile(p("new/a")); err != nil || string(b) != "again" {
 		t.Errorf("re-created new/a: %q %v", b, err)
+	}
+}
+
+// checkDirents: every entry of dir has d_ino and d_type equal to the
+// st_ino and type its lstat reports (the listing of an indexed dir takes
+// them from the index, not from a lookup).
+func checkDirents(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 1024) // several READDIR requests
+	n := 0
+	for {
+		sz, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sz == 0 {
+			break
+		}
+		for off := 0; off < sz; {
+			rec := buf[off:sz]
+			ino := *(*uint64)(unsafe.Pointer(&rec[0]))
+			reclen := int(*(*uint16)(unsafe.Pointer(&rec[16])))
+			typ := rec[18]
+			name := string(rec[19:reclen])
+			if i := strings.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			off += reclen
+			if name == "." || name == ".." {
+				continue
+			}
+			n++
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+				t.Errorf("%s: listed, lstat: %v", name, err)
+				continue
+			}
+			if ino != st.Ino || uint32(typ)<<12 != st.Mode&unix.S_IFMT {
+				t.Errorf("%s: d_ino %d d_type %d, lstat ino %d mode %o", name, ino, typ, st.Ino, st.Mode)
+			}
+		}
+	}
+	if n == 0 {
+		t.Errorf("%s: empty listing", dir)
 	}
 }

@@ -264,6 +264,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		if !ok {
 			return errno(err)
 		}
+		if errno := fh.ensure(); errno != 0 {
+			return errno
+		}
 		if err := unix.Fstat(fh.fd, &st); err != nil {
 			return errno(err)
 		}

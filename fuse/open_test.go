@@ -137,3 +137,46 @@ func openModes(t *testing.T, root string) string {
 	note("unread-close", map[bool]string{true: "ok", false: "failed"}[open("d/sub/z", os.O_RDONLY).Close() == nil])
 	return strings.Join(out, " ")
 }
+
+// TestLazyOpenConcurrentReads: concurrent first reads of one lazy handle
+// (the kernel sends READs of distinct ranges in parallel) open its
+// descriptor once and all read the right bytes.
+func TestLazyOpenConcurrentReads(t *testing.T) {
+	testutil.RequireFUSE(t)
+	l := newCrossLayers(t)
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 4096)
+	}
+	if err := os.WriteFile(filepath.Join(l.lower, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, _ := mountFUSE(t, l)
+	f, err := os.Open(filepath.Join(root, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const parts = 8
+	errs := make(chan error, parts)
+	for i := 0; i < parts; i++ {
+		go func(i int) {
+			sz := len(data) / parts
+			buf := make([]byte, sz)
+			if _, err := f.ReadAt(buf, int64(i*sz)); err != nil {
+				errs <- err
+				return
+			}
+			if string(buf) != string(data[i*sz:(i+1)*sz]) {
+				errs <- fmt.Errorf("part %d: wrong bytes", i)
+				return
+			}
+			errs <- nil
+		}(i)
+	}
+	for i := 0; i < parts; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -574,20 +574,20 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	s := n.state()
+	_, data := n.paths()
 	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
-	var fflags uint32
-	if !n.opts.Flush {
-		fflags |= fuse.FOPEN_NOFLUSH
-	}
+	var fd int
+	var err error
 	if !write && (!s.upper || s.metacopy) && oflags&unix.O_DIRECT == 0 {
 		// lower data, read-only: its pages stay valid (lower layers
 		// never change), and the descriptor is opened on the first
 		// READ (file.ensure)
-		return n.newLazyFile(oflags), fflags | fuse.FOPEN_KEEP_CACHE, 0
+		fflags := uint32(fuse.FOPEN_KEEP_CACHE)
+		if !n.opts.Flush {
+			fflags |= fuse.FOPEN_NOFLUSH
+		}
+		return n.newLazyFile(oflags), fflags, 0
 	}
-	_, data := n.paths()
-	var fd int
-	var err error
 	if s.upper && !s.metacopy {
 		fd, err = n.u.openUpper(n.rel(), oflags, 0)
 	} else {
@@ -602,6 +602,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// later open-for-write after copy-up.
 	fh := n.newFile(fd, write, s.upper && !s.metacopy && !n.opts.NoPassthrough, s.upper && !s.metacopy)
 	fh.lower.Store(!write && (!s.upper || s.metacopy))
+	var fflags uint32
+	if !n.opts.Flush {
+		fflags |= fuse.FOPEN_NOFLUSH
+	}
 	if !s.upper || s.metacopy {
 		fflags |= fuse.FOPEN_KEEP_CACHE
 	}

@@ -26,7 +26,10 @@ import (
 // READDIRPLUS looks them up in dirHandle.Lookup. The kernel asks for
 // READDIRPLUS only for the first chunk of a listing and after stats of
 // the dir's entries (READDIRPLUS_AUTO, see Mount): `ls` pays no lookups,
-// `ls -l` still saves its LOOKUP round trips.
+// `ls -l` still saves its LOOKUP round trips. The price: a walker that
+// lists a whole dir before opening its files (find | xargs cat) sends a
+// LOOKUP per file past the first chunk (measured: listing 2,000 names
+// on a fresh mount ~8x faster, reading 2,880 small files ~12% slower).
 
 var _ fs.NodeOpendirHandler = (*node)(nil)
 

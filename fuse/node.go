@@ -574,11 +574,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	s := n.state()
-	_, data := n.paths()
-	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
-	var fd int
-	var err error
-	if !write && (!s.upper || s.metacopy) && oflags&unix.O_DIRECT == 0 {
+	if !write && (!s.upper || s.metacopy) && flags&unix.O_DIRECT == 0 {
 		// lower data, read-only: its pages stay valid (lower layers
 		// never change), and the descriptor is opened on the first
 		// READ (file.ensure)
@@ -586,8 +582,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		if !n.opts.Flush {
 			fflags |= fuse.FOPEN_NOFLUSH
 		}
-		return n.newLazyFile(oflags), fflags, 0
+		return n.newLazyFile(int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)), fflags, 0
 	}
+
+	_, data := n.paths()
+	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
+	var fd int
+	var err error
 	if s.upper && !s.metacopy {
 		fd, err = n.u.openUpper(n.rel(), oflags, 0)
 	} else {

@@ -19,6 +19,17 @@ import (
 // the handle resolved when it produced that name (one union lookup per
 // entry, not two); resolving each entry also gives every dirent its union
 // inode number, so d_ino matches st_ino as on kernel overlayfs.
+//
+// Names only the lower layers have are not resolved when the dir has a
+// lower name index: the index gives their type and inode number (what a
+// lookup would report), so a plain READDIR costs no syscall per entry;
+// READDIRPLUS looks them up in dirHandle.Lookup. The kernel asks for
+// READDIRPLUS only for the first chunk of a listing and after stats of
+// the dir's entries (READDIRPLUS_AUTO, see Mount): `ls` pays no lookups,
+// `ls -l` still saves its LOOKUP round trips. The price: a walker that
+// lists a whole dir before opening its files (find | xargs cat) sends a
+// LOOKUP per file past the first chunk (measured: listing 2,000 names
+// on a fresh mount ~8x faster, reading 2,880 small files ~12% slower).
 
 var _ fs.NodeOpendirHandler = (*node)(nil)
 
@@ -82,6 +93,9 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 		de := d.names[i-2]
 		d.pos++
+		if de.known {
+			return &fuse.DirEntry{Name: de.name, Mode: de.typ, Ino: de.ino, Off: uint64(d.pos)}, 0
+		}
 		e, err := d.n.u.lookup(d.n.rel(), d.n.dirState(), de.name)
 		if errors.Is(err, unix.ENOENT) {
 			continue // removed since the listing was taken

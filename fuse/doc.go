@@ -54,6 +54,13 @@
 // dir with one getdents per lower dir and kept in the node (and in the
 // stack's LRU-bounded overlay.LowerIndex): a missing name costs a map
 // probe at any depth, a present one an lstat of the layers that hold it.
+// Layers with an on-disk index (overlay.WithSiblingIndexFiles) are not
+// even listed, and their index marks the entries without overlay xattrs:
+// a lookup then skips the opaque/redirect/metacopy reads of those, and
+// the lstat of every merged lower dir but the top one (a dir present in
+// all 128 layers costs one lstat, not 128 lstats and 256 getxattrs).
+// Listings of indexed dirs take the lower names, types and inode numbers
+// from the index (dir.go).
 //
 // # Caching
 //
@@ -62,14 +69,20 @@
 // for Options.NegativeTimeout (default 1 h: names appear only through the
 // mount, which replaces the negative dentry). Files open with
 // FOPEN_NOFLUSH (locks are kept by the kernel), lower files with
-// FOPEN_KEEP_CACHE. Upper files use kernel passthrough; lower files never
-// do, because the kernel keeps one backing file per inode and a
-// write-open after copy-up would otherwise write into the lower file.
+// FOPEN_KEEP_CACHE, and a read-only open of lower data is lazy: OPEN
+// costs no syscall, the descriptor is opened on the first READ (a warm
+// open+read+close is the OPEN and RELEASE round trips only). Upper files
+// use kernel passthrough; lower files never do, because the kernel keeps
+// one backing file per inode and requires every open of an inode with a
+// backing file to use it: a write-open after copy-up would then write
+// into the lower file.
 //
 // # Request costs
 //
-// READDIRPLUS stays on; the dir handle implements fs.FileLookuper so the
-// per-entry lookup reuses the entry resolved for the listing (dir.go).
+// READDIRPLUS stays on with READDIRPLUS_AUTO (the kernel asks for it on
+// the first chunk of a listing and after stats of its entries); the dir
+// handle implements fs.FileLookuper so the per-entry lookup reuses the
+// entry resolved for the listing (dir.go).
 // Files open with FOPEN_NOFLUSH (no FLUSH round trip on close). Locks are
 // left to the kernel (EnableLocks off), which is correct for one mount and
 // needs no requests. CAP_HANDLE_KILLPRIV_V2 stays off: the kernel would

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -18,11 +20,19 @@ import (
 // TestDeepStackMatchesKernel: on a stack of 24 lowers, where lookups go
 // through the lower name index, the FUSE tree (lookups of present and
 // absent names, whiteouts at many depths, opaque dirs, a dir replaced by
-// a file, an xattr whiteout) equals the kernel's, before and after
-// changes through FUSE.
+// a file, an xattr whiteout, a redirect) equals the kernel's, before and
+// after changes through FUSE; with the index built by listing the
+// layers, and read from on-disk index files (which know which entries
+// carry no overlay xattrs, so lookups skip their xattr reads).
 func TestDeepStackMatchesKernel(t *testing.T) {
 	testutil.RequireFUSE(t)
 	testutil.RequireOverlay(t)
+	for _, onDisk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("indexfiles=%v", onDisk), func(t *testing.T) { testDeepStackMatchesKernel(t, onDisk) })
+	}
+}
+
+func testDeepStackMatchesKernel(t *testing.T, onDisk bool) {
 	const depth = 24
 	var f overlay.Format
 	root := t.TempDir()
@@ -68,6 +78,25 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 			}
 		}
 	}
+	// a dir with a redirect in a lower layer, as the kernel leaves it
+	// after renaming a merged dir: d/moved shows d/sub of the layers
+	// below
+	mv := filepath.Join(lowers[2], "d/moved")
+	if err := os.MkdirAll(mv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(mv, f.Xattr(overlay.XattrRedirect), []byte("/d/sub"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var sopts []overlay.StackOption
+	if onDisk {
+		for _, l := range lowers {
+			if err := overlay.WriteIndexFile(l, overlay.IndexPath(l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sopts = append(sopts, overlay.WithSiblingIndexFiles())
+	}
 	l := crossLayers{lower: lowers[0], upper: t.TempDir(), work: t.TempDir()}
 	layers := overlaytest.Layers{Lowers: lowers, Upper: l.upper, Work: l.work}
 	kernelTree := func() map[string]string {
@@ -83,8 +112,19 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 		return tree(t, target)
 	}
 	want := kernelTree()
-	m := backend{}.Mount(t, layers)
+	m := &fuseMount{layers: layers, target: t.TempDir(), stackOpts: sopts}
+	m.Remount(t)
+	t.Cleanup(func() { m.Unmount(t) })
+	if onDisk {
+		for i := range lowers {
+			if !m.srv.u.index.LayerIndexed(i) {
+				t.Fatalf("layer %d: on-disk index not used", i)
+			}
+		}
+	}
 	diffTrees(t, "fuse vs kernel", tree(t, m.Root()), want)
+	checkDirents(t, filepath.Join(m.Root(), "d"))     // has xattr whiteouts: listed
+	checkDirents(t, filepath.Join(m.Root(), "d/sub")) // listed from the index
 	for _, n := range []string{"f02", "f05", "f13", "nope", "x/deep", "sub/s11"} {
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(m.Root(), "d", n), &st); err == nil {
@@ -96,7 +136,7 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 	for _, err := range []error{
 		os.Remove(p("d/f04")),
 		os.WriteFile(p("d/f05"), []byte("new"), 0o644), // over a whiteout
-		os.Rename(p("d/f06"), p("d/moved")),
+		os.Rename(p("d/f06"), p("d/renamed")),
 		os.Chmod(p("d/f07"), 0o600),
 		os.Mkdir(p("d/f08x"), 0o755),
 	} {
@@ -104,6 +144,7 @@ func TestDeepStackMatchesKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	checkDirents(t, filepath.Join(m.Root(), "d"))
 	got := tree(t, m.Root())
 	m.Unmount(t)
 	diffTrees(t, "kernel after fuse changes", kernelTree(), got)
@@ -152,5 +193,54 @@ func TestNewDirNames(t *testing.T) {
 	must(os.WriteFile(p("new/a"), []byte("again"), 0o644))
 	if b, err := os.ReadFile(p("new/a")); err != nil || string(b) != "again" {
 		t.Errorf("re-created new/a: %q %v", b, err)
+	}
+}
+
+// checkDirents: every entry of dir has d_ino and d_type equal to the
+// st_ino and type its lstat reports (the listing of an indexed dir takes
+// them from the index, not from a lookup).
+func checkDirents(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 1024) // several READDIR requests
+	n := 0
+	for {
+		sz, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sz == 0 {
+			break
+		}
+		for off := 0; off < sz; {
+			rec := buf[off:sz]
+			ino := *(*uint64)(unsafe.Pointer(&rec[0]))
+			reclen := int(*(*uint16)(unsafe.Pointer(&rec[16])))
+			typ := rec[18]
+			name := string(rec[19:reclen])
+			if i := strings.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			off += reclen
+			if name == "." || name == ".." {
+				continue
+			}
+			n++
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+				t.Errorf("%s: listed, lstat: %v", name, err)
+				continue
+			}
+			if ino != st.Ino || uint32(typ)<<12 != st.Mode&unix.S_IFMT {
+				t.Errorf("%s: d_ino %d d_type %d, lstat ino %d mode %o", name, ino, typ, st.Ino, st.Mode)
+			}
+		}
+	}
+	if n == 0 {
+		t.Errorf("%s: empty listing", dir)
 	}
 }

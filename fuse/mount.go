@@ -140,6 +140,9 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 	// Devices and set-id programs work as on kernel overlayfs (go-fuse
 	// defaults to nosuid,nodev when the flags are zero).
 	mo.DirectMountFlags = syscall.MS_RELATIME
+	// READDIRPLUS only where it pays (first chunk, and after stats of
+	// the entries), plain READDIR otherwise (dir.go)
+	mo.ExtraCapabilities |= fuse.CAP_READDIRPLUS_AUTO
 	if u.upper == "" {
 		mo.DirectMountFlags |= syscall.MS_RDONLY
 		mo.Options = append(mo.Options, "ro")

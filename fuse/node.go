@@ -264,6 +264,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		if !ok {
 			return errno(err)
 		}
+		if errno := fh.ensure(); errno != 0 {
+			return errno
+		}
 		if err := unix.Fstat(fh.fd, &st); err != nil {
 			return errno(err)
 		}
@@ -571,6 +574,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	s := n.state()
+	if !write && (!s.upper || s.metacopy) && flags&unix.O_DIRECT == 0 {
+		// lower data, read-only: its pages stay valid (lower layers
+		// never change), and the descriptor is opened on the first
+		// READ (file.ensure)
+		fflags := uint32(fuse.FOPEN_KEEP_CACHE)
+		if !n.opts.Flush {
+			fflags |= fuse.FOPEN_NOFLUSH
+		}
+		return n.newLazyFile(int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)), fflags, 0
+	}
+
 	_, data := n.paths()
 	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
 	var fd int
@@ -1366,6 +1380,15 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 	o, ok2 := fhOut.(*file)
 	if !ok1 || !ok2 {
 		return 0, syscall.EBADF
+	}
+	if errno := in.ensure(); errno != 0 {
+		return 0, errno
+	}
+	if errno := in.follow(); errno != 0 {
+		return 0, errno
+	}
+	if errno := o.ensure(); errno != 0 {
+		return 0, errno
 	}
 	ri, ro := int64(offIn), int64(offOut)
 	c, err := unix.CopyFileRange(in.fd, &ri, o.fd, &ro, int(length), int(flags))

@@ -49,11 +49,14 @@ func (backend) Skips() map[string]string {
 }
 
 type fuseMount struct {
-	layers  overlaytest.Layers
-	target  string
-	opts    Options
-	srv     *Server
-	mounted bool
+	layers overlaytest.Layers
+	target string
+	opts   Options
+	// stackOpts are added to the stack's options (WithUpper is set
+	// from layers).
+	stackOpts []overlay.StackOption
+	srv       *Server
+	mounted   bool
 }
 
 func (b backend) Mount(t *testing.T, l overlaytest.Layers) overlaytest.Mounted {
@@ -85,7 +88,7 @@ func (m *fuseMount) Remount(t *testing.T) {
 	if m.layers.Upper != "" {
 		opts = append(opts, overlay.WithUpper(m.layers.Upper, m.layers.Work))
 	}
-	s, err := overlay.NewStack(m.layers.Lowers, opts...)
+	s, err := overlay.NewStack(m.layers.Lowers, append(opts, m.stackOpts...)...)
 	if err != nil {
 		t.Fatalf("fuse backend: %v", err)
 	}

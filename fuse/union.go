@@ -41,6 +41,7 @@ type union struct {
 	devs     map[uint64]uint64 // st_dev of a layer -> index for xino bits
 	uuids    [][]byte          // per lower layer: filesystem uuid, or nil
 	lowerFds []int             // per lower layer: fd of the root, for open_by_handle_at
+	lowerDev []uint64          // per lower layer: st_dev of its root
 	upperFd  int               // O_PATH fd of the upper root, -1 without upper
 	tmpSeq   atomic.Uint64     // names of temporaries in the work dir
 	volatile bool              // skip fsync of copied-up data
@@ -82,6 +83,12 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		}
 		u.lowerFds = append(u.lowerFds, fd)
 		u.uuids = append(u.uuids, fsUUID(l))
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			u.close()
+			return nil, &os.PathError{Op: "stat layer", Path: l, Err: err}
+		}
+		u.lowerDev = append(u.lowerDev, st.Dev)
 	}
 	if u.upper != "" {
 		fd, err := unix.Open(u.upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -210,6 +217,20 @@ type entry struct {
 
 func (e *entry) isDir() bool { return e.st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
+// lstatLower is lstat of the lower object r, resolved from the fd of its
+// layer root (the path from / to the layer is not walked again).
+func (u *union) lstatLower(r lref, st *unix.Stat_t) error {
+	if r.path == "" || r.layer >= len(u.lowerFds) {
+		return lstat(u.lowerPath(r), st)
+	}
+	for {
+		err := unix.Fstatat(u.lowerFds[r.layer], r.path, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
 func lstat(p string, st *unix.Stat_t) error {
 	for {
 		err := unix.Lstat(p, st)
@@ -256,6 +277,23 @@ func (d *dirState) candidates(name string) []lref {
 		out[i] = d.lowers[h.Dir]
 	}
 	return out
+}
+
+// candidateHits is candidates with the index hit of each candidate (nil
+// without an index).
+func (d *dirState) candidateHits(name string) ([]lref, []overlay.IndexHit) {
+	if d.index == nil {
+		return d.lowers, nil
+	}
+	hits := d.index.Hits(name, make([]overlay.IndexHit, 0, 4))
+	if len(hits) == 0 {
+		return nil, nil
+	}
+	out := make([]lref, len(hits))
+	for i, h := range hits {
+		out[i] = d.lowers[h.Dir]
+	}
+	return out, hits
 }
 
 // lookup resolves name in the directory rel (union path) with state d.
@@ -305,9 +343,14 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 	}
 	// Lower layers. With a redirect, the lookup continues at the redirect
 	// path in every layer below instead of under the parent's lower dirs.
-	cands := d.candidates(name)
+	//
+	// hits[i], when there, is what the index knows of cands[i]: a
+	// whiteout, a non-dir under a dir, or a plain dir (no overlay xattrs)
+	// below the top one is settled without a syscall, and a plain top
+	// object needs its lstat only.
+	cands, hits := d.candidateHits(name)
 	if redirect != "" {
-		cands = u.redirectCands(rel, redirect, -1)
+		cands, hits = u.redirectCands(rel, redirect, -1), nil
 	}
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]
@@ -317,9 +360,26 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		} else {
 			r = lref{c.layer, path.Join(c.path, name)}
 		}
+		plain := false
+		if i < len(hits) {
+			h := hits[i]
+			if h.Whiteout {
+				break
+			}
+			if found && e.isDir() && h.Type != 0 {
+				if h.Type != unix.S_IFDIR {
+					break // a non-dir below a dir is hidden
+				}
+				if h.Plain {
+					e.lowers = append(e.lowers, r) // merges in, not opaque, no redirect
+					continue
+				}
+			}
+			plain = h.Plain
+		}
 		var st unix.Stat_t
 		p := u.lowerPath(r)
-		err := lstat(p, &st)
+		err := u.lstatLower(r, &st)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			continue
 		}
@@ -329,7 +389,7 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		if overlay.IsWhiteoutStat(&st) {
 			break
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && !plain {
 			parent := path.Dir(p)
 			if op, _ := u.format.DirOpacity(parent); op == overlay.HasXattrWhiteouts {
 				if wo, _ := u.format.IsXattrWhiteout(p, &st, true); wo {
@@ -359,6 +419,9 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 			if !isDir {
 				e.lowers = []lref{r}
 				e.ino = u.ino(st.Dev, st.Ino)
+				if plain {
+					return e, nil
+				}
 				if _, ok, _ := getxattr(p, u.format.Xattr(overlay.XattrMetacopy)); ok {
 					e.metacopy = true
 					continue
@@ -368,12 +431,16 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		}
 		// a lower dir merges in
 		e.lowers = append(e.lowers, r)
+		if plain {
+			continue
+		}
 		if op, _ := u.format.DirOpacity(p); op == overlay.Opaque {
 			break
 		}
 		if v, ok, _ := getxattr(p, u.format.Xattr(overlay.XattrRedirect)); ok && v != "" {
 			redirect = v
 			cands = append(cands[:i+1:i+1], u.redirectCands(path.Dir(r.path), v, r.layer)...)
+			hits = hits[:min(len(hits), i+1)]
 		}
 	}
 	if !found {
@@ -383,7 +450,8 @@ func (u *union) lookup(rel string, d dirState, name string) (*entry, error) {
 		return nil, fmt.Errorf("metacopy %s: no lower data: %w", path.Join(rel, name), unix.EIO)
 	}
 	switch {
-	case e.isDir() && len(e.lowers) > 0:
+	case e.isDir() && len(e.lowers) > 0 && e.upper:
+		// (a lower-only dir: e.st is of lowers[0] already)
 		var st unix.Stat_t
 		if err := lstat(u.lowerPath(e.lowers[0]), &st); err == nil {
 			e.ino = u.ino(st.Dev, st.Ino)
@@ -426,17 +494,55 @@ func (u *union) upperIno(p string, st *unix.Stat_t) uint64 {
 	return u.ino(st.Dev, st.Ino)
 }
 
-// dirent is one entry of a merged listing (its type and inode number
-// come from the lookup each entry gets).
+// dirent is one entry of a merged listing. known: typ and ino are those
+// a lookup of the name would report (from the lower name index, for
+// names only the lower layers have); else the lookup tells.
 type dirent struct {
-	name string
+	name  string
+	known bool
+	typ   uint32 // S_IFMT bits
+	ino   uint64 // union inode number
 }
 
 // readDir lists the merged directory rel with state d: upper first, then
-// lower dirs; whiteouts removed; each name once.
+// lower dirs; whiteouts removed; each name once. With a lower name index,
+// the lower names come from it, with their types and inode numbers.
 func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
+	if d.index == nil {
+		return u.readDirInto(rel, d, d.lowers, map[string]bool{}, nil)
+	}
+	for _, l := range d.lowers {
+		// xattr whiteouts are not in the index: list such dirs
+		if u.isXDir(u.lowerPath(l)) {
+			return u.readDirInto(rel, d, d.lowers, map[string]bool{}, nil)
+		}
+	}
 	seen := map[string]bool{}
-	var out []dirent
+	out, err := u.readDirInto(rel, d, nil, seen, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.index.Each(func(name string, top overlay.IndexHit) bool {
+		if seen[name] || top.Whiteout {
+			return true
+		}
+		de := dirent{name: name, typ: top.Type}
+		if top.Type != 0 {
+			// as lookup: the top object's inode number (for a merged
+			// dir, its topmost lower dir's)
+			de.known = true
+			de.ino = u.ino(u.lowerDev[d.lowers[top.Dir].layer], top.Ino)
+		}
+		out = append(out, de)
+		return true
+	})
+	return out, nil
+}
+
+// readDirInto appends to out the names of the upper dir (if d.upper) and
+// of the lower dirs lowers that are not in seen, adding them to seen
+// (whiteouts too, so that they hide the names below).
+func (u *union) readDirInto(rel string, d dirState, lowers []lref, seen map[string]bool, out []dirent) ([]dirent, error) {
 	add := func(dir string, isLower bool) error {
 		f, err := os.Open(dir)
 		if err != nil {
@@ -497,7 +603,7 @@ func (u *union) readDir(rel string, d dirState) ([]dirent, error) {
 			return nil, err
 		}
 	}
-	for _, l := range d.lowers {
+	for _, l := range lowers {
 		if err := add(u.lowerPath(l), true); err != nil {
 			return nil, err
 		}

@@ -51,6 +51,11 @@ type IndexHit struct {
 	Type     uint32 // S_IFMT bits; 0 if the type is unknown
 	Whiteout bool   // a whiteout (char device 0/0): the name stops here
 	Ino      uint64 // d_ino in that layer
+	// Plain: the entry is known to carry no overlay xattr (trusted. or
+	// user.overlay.*): not opaque, no redirect, not a metadata-only
+	// copy, not an xattr whiteout. Known only from an on-disk index
+	// (version 2); false means unknown.
+	Plain bool
 }
 
 type hitRec struct {
@@ -293,7 +298,7 @@ func (x *LowerIndex) build(dirs []LowerDir, layers []*LayerIndex) (*DirIndex, er
 		if li := layers[ld.Layer]; li != nil {
 			if ents, ok := li.dirs[rel]; ok {
 				for _, e := range ents {
-					d.add(e.name, IndexHit{Dir: k, Type: e.typ, Whiteout: e.whiteout, Ino: e.ino})
+					d.add(e.name, IndexHit{Dir: k, Type: e.typ, Whiteout: e.whiteout, Ino: e.ino, Plain: e.plain})
 				}
 				continue
 			}
@@ -359,19 +364,29 @@ func dtypeIFMT(t uint8) uint32 {
 // committed and never changes after). It lives outside the layer dir (it
 // must not show in the union), e.g. next to it in the snapshot dir.
 //
-//	"STRATA-LAYER-INDEX\x00\x01"          magic, version 1
+//	"STRATA-LAYER-INDEX\x00\x02"          magic, version 2 (1 is read too)
 //	uvarint root dev, uvarint root ino     identity of the layer root
 //	uvarint ndirs
 //	per dir (any order):
 //	  string path                          "" for the root, no leading "/"
 //	  uvarint nentries
-//	  per entry: string name, byte type (S_IFMT >> 12, bit 7 = whiteout),
+//	  per entry: string name, byte type (S_IFMT >> 12, bit 7 = whiteout,
+//	             bit 6 = plain: no overlay xattr; version 2 only),
 //	             uvarint d_ino
 //	u32 little-endian CRC-32 (IEEE) of everything above
 //
 // string = uvarint length, then the bytes.
 
-const indexMagic = "STRATA-LAYER-INDEX\x00\x01"
+const (
+	indexMagic   = "STRATA-LAYER-INDEX\x00\x02"
+	indexMagicV1 = "STRATA-LAYER-INDEX\x00\x01" // no plain bit
+)
+
+// Bits of an entry's type byte besides S_IFMT >> 12.
+const (
+	indexWhiteoutBit = 0x80
+	indexPlainBit    = 0x40
+)
 
 // ErrIndexInvalid: an index file is corrupt, of another version, or for
 // another layer dir.
@@ -386,6 +401,7 @@ type layerEnt struct {
 	name     string
 	typ      uint32
 	whiteout bool
+	plain    bool // no overlay xattr (see IndexHit.Plain)
 	ino      uint64
 }
 
@@ -393,8 +409,12 @@ type layerEnt struct {
 func (li *LayerIndex) Dirs() int { return len(li.dirs) }
 
 // BuildLayerIndex lists every dir of the layer at layerDir (not following
-// symlinks).
+// symlinks), and, run as root, checks each entry but whiteouts for
+// overlay xattrs (one llistxattr each), so that a lookup through the
+// index can skip the xattr reads of plain entries. (Others do not see
+// trusted.* names, so their index marks no entry plain.)
 func BuildLayerIndex(layerDir string) (*LayerIndex, error) {
+	checkXattrs := os.Geteuid() == 0
 	li := &LayerIndex{dirs: map[string][]layerEnt{}}
 	bp := direntBufs.Get().(*[]byte)
 	defer direntBufs.Put(bp)
@@ -402,12 +422,21 @@ func BuildLayerIndex(layerDir string) (*LayerIndex, error) {
 	walk = func(rel string) error {
 		var ents []layerEnt
 		var sub []string
-		err := listLayerDir(path.Join(layerDir, rel), *bp, func(name string, typ uint32, wo bool, ino uint64) {
-			ents = append(ents, layerEnt{name, typ, wo, ino})
+		dir := path.Join(layerDir, rel)
+		var xerr error
+		err := listLayerDir(dir, *bp, func(name string, typ uint32, wo bool, ino uint64) {
+			plain := false
+			if checkXattrs && !wo && xerr == nil {
+				plain, xerr = noOverlayXattr(path.Join(dir, name))
+			}
+			ents = append(ents, layerEnt{name, typ, wo, plain, ino})
 			if typ == unix.S_IFDIR {
 				sub = append(sub, path.Join(rel, name))
 			}
 		})
+		if err == nil {
+			err = xerr
+		}
 		if err != nil {
 			return err
 		}
@@ -423,6 +452,37 @@ func BuildLayerIndex(layerDir string) (*LayerIndex, error) {
 		return nil, fmt.Errorf("overlay: index layer %s: %w", layerDir, err)
 	}
 	return li, nil
+}
+
+// noOverlayXattr reports whether the object at p (not followed) has no
+// xattr in the overlay namespaces. A filesystem without xattrs has none.
+func noOverlayXattr(p string) (bool, error) {
+	var buf [1024]byte
+	dest := buf[:]
+	for {
+		n, err := unix.Llistxattr(p, dest)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case errors.Is(err, unix.ERANGE):
+			sz, err := unix.Llistxattr(p, nil)
+			if err != nil {
+				return false, &os.PathError{Op: "llistxattr", Path: p, Err: err}
+			}
+			dest = make([]byte, sz+256)
+			continue
+		case errors.Is(err, unix.ENOTSUP):
+			return true, nil
+		case err != nil:
+			return false, &os.PathError{Op: "llistxattr", Path: p, Err: err}
+		}
+		for _, name := range bytes.Split(dest[:n], []byte{0}) {
+			if len(name) > 0 && IsOverlayXattr(string(name)) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
 }
 
 func rootID(layerDir string) (dev, ino uint64, err error) {
@@ -461,7 +521,10 @@ func WriteIndex(layerDir string, w io.Writer) error {
 			str(e.name)
 			t := byte(e.typ >> 12) //nolint:gosec // S_IFMT>>12 is 4 bits
 			if e.whiteout {
-				t |= 0x80
+				t |= indexWhiteoutBit
+			}
+			if e.plain {
+				t |= indexPlainBit
 			}
 			_ = bw.WriteByte(t)
 			uv(e.ino)
@@ -513,7 +576,11 @@ func ReadIndex(r io.Reader, layerDir string) (*LayerIndex, error) {
 	bad := func(why string) error {
 		return fmt.Errorf("overlay: index of %s: %s: %w", layerDir, why, ErrIndexInvalid)
 	}
-	if len(data) < len(indexMagic)+4 || !bytes.HasPrefix(data, []byte(indexMagic)) {
+	if len(data) < len(indexMagic)+4 {
+		return nil, bad("bad magic")
+	}
+	v2 := bytes.HasPrefix(data, []byte(indexMagic))
+	if !v2 && !bytes.HasPrefix(data, []byte(indexMagicV1)) {
 		return nil, bad("bad magic")
 	}
 	body := data[:len(data)-4]
@@ -569,7 +636,13 @@ func ReadIndex(r io.Reader, layerDir string) (*LayerIndex, error) {
 			}
 			t := b[0]
 			b = b[1:]
-			ents = append(ents, layerEnt{name: name, typ: uint32(t&0x7f) << 12, whiteout: t&0x80 != 0, ino: uv()})
+			e := layerEnt{name: name, whiteout: t&indexWhiteoutBit != 0, ino: uv()}
+			if v2 {
+				e.plain = t&indexPlainBit != 0
+				t &^= indexPlainBit
+			}
+			e.typ = uint32(t&^indexWhiteoutBit) << 12
+			ents = append(ents, e)
 		}
 		li.dirs[p] = ents
 	}

@@ -82,6 +82,10 @@ func TestLayerIndexFile(t *testing.T) {
 		{"f d/a", "w d/b", "d d/c/e", "s d/l x"},
 		{"f d/b", "f d/c", "f top"},
 	}}.build(t)
+	var f Format
+	if err := f.SetOpaque(filepath.Join(s.Lowers()[0], "d/c")); err != nil {
+		t.Fatal(err)
+	}
 	file := filepath.Join(t.TempDir(), "l0.idx")
 	if err := WriteIndexFile(s.Lowers()[0], file); err != nil {
 		t.Fatal(err)
@@ -102,6 +106,18 @@ func TestLayerIndexFile(t *testing.T) {
 		b, _ := y.Lookup(dirs, name)
 		if hitsString(a) != hitsString(b) {
 			t.Errorf("%s: from file %q, listed %q", name, hitsString(a), hitsString(b))
+		}
+		for _, h := range b {
+			if h.Plain {
+				t.Errorf("%s: listed hit %+v is plain (only index files know)", name, h)
+			}
+		}
+	}
+	// the file knows which entries carry overlay xattrs: d/c is opaque
+	for name, want := range map[string]bool{"a": true, "c": false, "l": true} {
+		h, _ := x.Lookup(dirs, name)
+		if len(h) == 0 || h[0].Dir != 0 || h[0].Plain != want {
+			t.Errorf("%s: hits %+v, want top hit in layer 0 with Plain=%v", name, h, want)
 		}
 	}
 	// wrong layer, corruption

@@ -72,10 +72,15 @@
 // FOPEN_KEEP_CACHE, and a read-only open of lower data is lazy: OPEN
 // costs no syscall, the descriptor is opened on the first READ (a warm
 // open+read+close is the OPEN and RELEASE round trips only). Upper files
-// use kernel passthrough; lower files never do, because the kernel keeps
-// one backing file per inode and requires every open of an inode with a
-// backing file to use it: a write-open after copy-up would then write
-// into the lower file.
+// use kernel passthrough. On a writable mount lower files never do,
+// because the kernel keeps one backing file per inode and requires every
+// open of an inode with a backing file to use it: a write-open after
+// copy-up would then write into the lower file (and a read-only fd would
+// not follow the copy-up). On a mount with no upper layer nothing is
+// ever copied up: lower files of at least 1 MiB are read through
+// passthrough (page cache of the layer's own file: a remount reads at
+// kernel speed), smaller ones open lazily as above; the choice is fixed
+// per inode, so opens never mix the two io modes.
 //
 // # Request costs
 //

@@ -54,6 +54,47 @@ type node struct {
 	// impure: the node's upper dir is known to carry the "impure" xattr
 	// (it moves with the dir on rename; nothing removes it).
 	impure atomic.Bool
+
+	// roPassthrough: on a mount without an upper layer, whether the
+	// node's (immutable) file is big enough to be read through kernel
+	// passthrough: 0 unknown, 1 yes, -1 no. Fixed once known, so the
+	// opens of one inode never mix passthrough and cached io.
+	roPassthrough atomic.Int32
+}
+
+// passthroughMin is the size from which a lower file on a read-only
+// mount is read through kernel passthrough. Smaller files open lazily
+// with no syscall (a warm open+read+close is two round trips and no
+// server work), which beats passthrough's eager open and backing-file
+// registration for the many small files of a tree walk.
+const passthroughMin = 1 << 20
+
+// readOnlyPassthrough reports whether a read-only open of the node's
+// lower data should use kernel passthrough: only on a mount with no
+// upper layer, where no copy-up can ever give the inode a second backing
+// file (on a writable mount, a passthrough fd on the lower file would
+// keep reading it after a copy-up, and the kernel keeps one backing file
+// per inode: lower data is read through the server there).
+func (n *node) readOnlyPassthrough(data string) bool {
+	if n.u.upper != "" || n.opts.NoPassthrough {
+		return false
+	}
+	switch n.roPassthrough.Load() {
+	case 1:
+		return true
+	case -1:
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(data, &st); err != nil {
+		return false // decide on a later open
+	}
+	v := int32(-1)
+	if st.Size >= passthroughMin {
+		v = 1
+	}
+	n.roPassthrough.CompareAndSwap(0, v)
+	return n.roPassthrough.Load() == 1
 }
 
 // maxKnownNames bounds node.names; a bigger dir forgets its names.
@@ -574,6 +615,19 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	s := n.state()
+	if !write && (!s.upper || s.metacopy) && n.u.upper == "" {
+		if _, data := n.paths(); n.readOnlyPassthrough(data) {
+			fd, err := unix.Open(data, int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_NOCTTY)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, 0, errno(err)
+			}
+			var fflags uint32
+			if !n.opts.Flush {
+				fflags |= fuse.FOPEN_NOFLUSH
+			}
+			return n.newFile(fd, false, true, false), fflags, 0
+		}
+	}
 	if !write && (!s.upper || s.metacopy) && flags&unix.O_DIRECT == 0 {
 		// lower data, read-only: its pages stay valid (lower layers
 		// never change), and the descriptor is opened on the first

@@ -108,18 +108,24 @@ func (s Spec) EstimateBytes() int64 {
 // 64 MiB) and says so in note; when even that does not fit it fails with
 // ErrNoSpace. It never fills the disk on purpose.
 func FitSpec(s Spec, dir string) (fitted Spec, note string, err error) {
+	return fitSpec(s, dir, Spec.EstimateBytes, "the layer set and run need")
+}
+
+// fitSpec is FitSpec with need giving the bytes a spec needs on dir
+// (what names them in the error).
+func fitSpec(s Spec, dir string, need func(Spec) int64, what string) (fitted Spec, note string, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return s, "", fmt.Errorf("statfs %s: %w", dir, err)
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
 	orig := s.LargeSize
-	for s.EstimateBytes() > free && s.LargeSize > 64<<20 {
+	for need(s) > free && s.LargeSize > 64<<20 {
 		s.LargeSize /= 2
 	}
-	if need := s.EstimateBytes(); need > free {
-		return s, "", fmt.Errorf("bench: %s has %d MiB free, the layer set and run need about %d MiB: %w",
-			dir, free>>20, need>>20, ErrNoSpace)
+	if need := need(s); need > free {
+		return s, "", fmt.Errorf("bench: %s has %d MiB free, %s about %d MiB: %w",
+			dir, free>>20, what, need>>20, ErrNoSpace)
 	}
 	if s.LargeSize != orig {
 		note = fmt.Sprintf("large file scaled down from %d MiB to %d MiB: %s has only %d MiB free",

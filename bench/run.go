@@ -33,10 +33,15 @@ type Options struct {
 	// Out is the directory that receives the data dir (and the reports,
 	// written by the caller).
 	Out string
-	// Keep leaves the generated data in place.
+	// Keep leaves the generated data in place (with the image: the image
+	// file, unmounted).
 	Keep bool
+	// NoImage puts the data directly under Out instead of on a fresh
+	// loop-mounted ext4 image (see image_linux.go).
+	NoImage bool
 	// Settle is the pause after each mutating run (after a sync; read-only
-	// runs only sync); workloads are separated by four times as much.
+	// runs only sync); workloads are separated by four times as much. On
+	// the data image (no discard) none is needed.
 	Settle time.Duration
 	// Progress receives a progress line per run; nil for none. With
 	// ProgressTTY the line is redrawn in place.
@@ -118,10 +123,21 @@ func Run(o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	var image *dataImage
 	defer func() {
-		if uerr := unmountUnder(data); uerr != nil {
+		if uerr := unmountUnder(data, image != nil); uerr != nil {
 			err = errors.Join(err, uerr)
 			return // never remove a tree that may still hold a mount
+		}
+		if image != nil {
+			if ierr := image.close(o.Keep); ierr != nil {
+				err = errors.Join(err, ierr)
+				return
+			}
+			if rerr := os.Remove(data); rerr != nil && err == nil {
+				err = fmt.Errorf("bench: remove %s: %w", data, rerr)
+			}
+			return
 		}
 		if !o.Keep {
 			if rerr := os.RemoveAll(data); rerr != nil && err == nil {
@@ -136,16 +152,28 @@ func Run(o Options) (rep *Report, err error) {
 	// Backends keep private state (flattened copies, empty upper dirs)
 	// here, whichever of them are selected.
 	scratch := filepath.Join(data, "scratch")
-	if err := os.MkdirAll(scratch, 0o755); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
 	backends, skipped, err := SelectBackends(newBackends(scratch), o.Backends)
 	if err != nil {
 		return nil, err
 	}
-	spec, note, err := FitSpec(o.Spec, out)
+	need, what := Spec.EstimateBytes, "the layer set and run need"
+	if !o.NoImage {
+		need, what = imageBytes, "the data image (--no-image needs less) needs"
+	}
+	spec, note, err := fitSpec(o.Spec, out, need, what)
 	if err != nil {
 		return nil, err
+	}
+	storage := "directly on the host filesystem (--no-image)"
+	if !o.NoImage {
+		o.progress("creating the %d MiB ext4 data image ...", imageBytes(spec)>>20)
+		if image, err = createImage(data+".img", data, imageBytes(spec)); err != nil {
+			return nil, err
+		}
+		storage = image.describe()
+	}
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	rep = &Report{Spec: spec, Rounds: o.Rounds, Skipped: skipped, Durability: map[string]string{}, Started: time.Now().UTC()}
 	if note != "" {
@@ -153,6 +181,10 @@ func Run(o Options) (rep *Report, err error) {
 	}
 	if o.Keep {
 		rep.DataDir = data
+		if image != nil {
+			rep.DataDir = image.file
+			rep.Notes = append(rep.Notes, fmt.Sprintf("kept data image %s: mount it with mount -o loop %s DIR", image.file, image.file))
+		}
 	}
 	for _, b := range backends {
 		rep.Backends = append(rep.Backends, b.Name())
@@ -186,7 +218,8 @@ func Run(o Options) (rep *Report, err error) {
 	} else {
 		rep.Notes = append(rep.Notes, "randread-large uses the Go pread loop (fio not installed); every block's CRC is checked")
 	}
-	rep.Machine = Probe(out)
+	rep.Machine = Probe(data)
+	rep.Machine.Data, rep.Machine.HostFS = storage, hostFS(out)
 	r := &runner{o: o, ls: ls, env: env, data: data}
 	total := 0
 	for _, w := range ws {
@@ -453,9 +486,10 @@ func stats(samples []Sample) Stats {
 	return st
 }
 
-// unmountUnder detaches every mount at or below dir (deepest first), so
-// that removing dir after a failed run never walks into a live mount.
-func unmountUnder(dir string) error {
+// unmountUnder detaches every mount at or below dir (deepest first; only
+// those strictly below it with below), so that removing dir after a failed
+// run never walks into a live mount.
+func unmountUnder(dir string, below bool) error {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
@@ -465,6 +499,9 @@ func unmountUnder(dir string) error {
 	}
 	var errs []error
 	for i := len(targets) - 1; i >= 0; i-- {
+		if below && targets[i] == dir {
+			continue
+		}
 		if err := unix.Unmount(targets[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			errs = append(errs, fmt.Errorf("bench: unmount %s: %w", targets[i], err))
 		}

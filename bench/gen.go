@@ -5,10 +5,12 @@ import (
 	"bufio"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -210,7 +212,35 @@ func Generate(root string, spec Spec) (*LayerSet, error) {
 	if err := g.tarball(); err != nil {
 		return nil, fmt.Errorf("generate tarball in %s: %w", root, err)
 	}
+	// The layers are immutable from here on, like committed layers: give
+	// each its name index next to it, as the snapshotter does at commit.
+	for _, l := range ls.Layers() {
+		if err := overlay.WriteIndexFile(l, overlay.IndexPath(l)); err != nil {
+			return nil, fmt.Errorf("generate: index of %s: %w", l, err)
+		}
+	}
 	return ls, nil
+}
+
+// Layers returns every generated layer dir once: the main stack, then the
+// stat stacks' layers.
+func (ls *LayerSet) Layers() []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(layers []string) {
+		for _, l := range layers {
+			if !seen[l] {
+				seen[l] = true
+				out = append(out, l)
+			}
+		}
+	}
+	add(ls.Main)
+	depths := slices.Sorted(maps.Keys(ls.Deep))
+	for _, d := range depths {
+		add(ls.Deep[d])
+	}
+	return out
 }
 
 func (g *generator) fileSize() int {

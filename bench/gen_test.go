@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stratafs/strata/internal/testutil"
@@ -36,6 +37,9 @@ func snapshotTree(t *testing.T, root string) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
+		if strings.HasSuffix(p, overlay.IndexSuffix) {
+			return nil // holds the layer's dev and inode numbers: TestGenerateIndexes
+		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
@@ -176,5 +180,37 @@ func TestFitSpecRefusesHugeSpec(t *testing.T) {
 		t.Fatal("FitSpec accepted a spec that cannot fit")
 	} else if !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("FitSpec: %v, want ErrNoSpace", err)
+	}
+}
+
+// TestGenerateIndexes: every generated layer has a valid name index next
+// to it (as a committed snapshot does), and nothing else gets one.
+func TestGenerateIndexes(t *testing.T) {
+	testutil.RequireRoot(t)
+	ls, err := Generate(filepath.Join(t.TempDir(), "l"), tinySpec(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := ls.Layers()
+	if want := len(ls.Main) + 1 + slices.Max(ls.Spec.StatDepths) - 1; len(layers) != want {
+		t.Fatalf("%d layers, want %d", len(layers), want)
+	}
+	for _, l := range layers {
+		if _, err := overlay.ReadIndexFile(overlay.IndexPath(l), l); err != nil {
+			t.Errorf("layer %s: %v", l, err)
+		}
+	}
+	n := 0
+	err = filepath.WalkDir(ls.Root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, overlay.IndexSuffix) {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(layers) {
+		t.Fatalf("%d index files under %s, want %d", n, ls.Root, len(layers))
 	}
 }

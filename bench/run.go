@@ -207,6 +207,7 @@ func Run(o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("each of the %d generated layers carries its name index next to it (LAYER%s, written untimed after generation, as the snapshotter does at commit); strata mount (strata-fuse) reads it, the other backends ignore it", len(ls.Layers()), overlay.IndexSuffix))
 	ws, err := SelectWorkloads(Workloads(ls), o.Workloads)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,14 @@ type Backend interface {
 	Mount(layers []string, upper, work, target string) (unmount func() error, err error)
 }
 
+// Preparer is implemented by backends that do one-time work per layer
+// list before they can mount it (native flattens the layers). Run calls
+// Prepare, untimed, before every measured mount, so that a workload that
+// times its mount (TimesMount) does not time that work.
+type Preparer interface {
+	Prepare(layers []string) error
+}
+
 // Durabler is implemented by backends that can say how durable a copy-up
 // is when the mutating call returns. Backends without it report "n/a".
 type Durabler interface {

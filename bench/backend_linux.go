@@ -63,7 +63,10 @@ type native struct {
 	flat    map[string]string // layer list -> flattened dir; guarded by mu
 }
 
-var _ Backend = (*native)(nil)
+var (
+	_ Backend  = (*native)(nil)
+	_ Preparer = (*native)(nil)
+)
 
 func newNative(scratch string) *native {
 	return &native{scratch: scratch, flat: map[string]string{}}
@@ -94,6 +97,12 @@ func (n *native) flattened(layers []string) (string, error) {
 	}
 	n.flat[key] = d
 	return d, nil
+}
+
+// Prepare flattens layers (once per layer list).
+func (n *native) Prepare(layers []string) error {
+	_, err := n.flattened(layers)
+	return err
 }
 
 func (n *native) Mount(layers []string, upper, work, target string) (func() error, error) {

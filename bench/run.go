@@ -285,14 +285,14 @@ type runner struct {
 
 func (r *runner) states(w Workload) []CacheState {
 	if len(r.o.States) == 0 {
-		if !w.Mutates && len(r.o.ReadOnlyStates) > 0 {
+		if w.warmable() && len(r.o.ReadOnlyStates) > 0 {
 			return r.o.ReadOnlyStates
 		}
 		return w.States()
 	}
 	var out []CacheState
 	for _, s := range r.o.States {
-		if s == Warm && w.Mutates {
+		if s == Warm && !w.warmable() {
 			continue
 		}
 		out = append(out, s)
@@ -322,6 +322,7 @@ type mounted struct {
 	root       string
 	unmount    func() error
 	upper, dir string
+	took       time.Duration // the backend's Mount call
 }
 
 func (r *runner) mount(b Backend, w Workload, writable bool) (*mounted, error) {
@@ -340,7 +341,9 @@ func (r *runner) mount(b Backend, w Workload, writable bool) (*mounted, error) {
 			}
 		}
 	}
+	start := time.Now()
 	un, err := b.Mount(w.Stack(r.ls), upper, work, m.root)
+	m.took = time.Since(start)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bench: %s: mount for %s: %w", b.Name(), w.Name, err)
@@ -406,6 +409,16 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 	default:
 		return s, fmt.Errorf("bench: unknown cache state %q", st)
 	}
+	if p, ok := b.(Preparer); ok {
+		if err := p.Prepare(w.Stack(r.ls)); err != nil {
+			return s, fmt.Errorf("bench: %s: prepare for %s: %w", b.Name(), w.Name, err)
+		}
+	}
+	if st == Cold && w.TimesMount {
+		if err := DropCaches(); err != nil {
+			return s, err
+		}
+	}
 	m, err := r.mount(b, w, w.Mutates)
 	if err != nil {
 		return s, err
@@ -420,18 +433,22 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 			unix.Sync()
 		}
 	}()
-	switch st {
-	case Cold:
+	switch {
+	case st == Cold && !w.TimesMount:
 		if err := DropCaches(); err != nil {
 			return s, err
 		}
-	case Warm:
+	case st == Warm:
 		if _, werr := w.Run(r.ls, m.root, r.env); werr != nil {
 			record(0, fmt.Errorf("warm-up run: %w", werr))
 			return s, nil
 		}
 	}
-	record(w.Run(r.ls, m.root, r.env))
+	d, werr := w.Run(r.ls, m.root, r.env)
+	if w.TimesMount {
+		d += m.took
+	}
+	record(d, werr)
 	return s, nil
 }
 

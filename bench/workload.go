@@ -54,18 +54,30 @@ type Workload struct {
 	// Mutates: the workload writes, so it gets a fresh upper every round
 	// and the warm state does not apply.
 	Mutates bool
-	Run     func(ls *LayerSet, root string, env Env) (time.Duration, error)
+	// TimesMount: the mount is part of the measured operation: the
+	// backend's Mount call is timed and added to Run's time (a cold run
+	// drops the caches before mounting). The warm state does not apply.
+	TimesMount bool
+	Run        func(ls *LayerSet, root string, env Env) (time.Duration, error)
 }
 
 // States returns the cache states w runs in by default: all three for a
 // read-only workload; remount for a mutating one (lower files cached, so
-// the copy-up itself is measured; ask for cold explicitly).
+// the copy-up itself is measured; ask for cold explicitly); cold and
+// remount for one that times its mount.
 func (w Workload) States() []CacheState {
-	if w.Mutates {
+	switch {
+	case w.Mutates:
 		return []CacheState{Remount}
+	case w.TimesMount:
+		return []CacheState{Cold, Remount}
 	}
 	return AllStates
 }
+
+// warmable reports whether the warm state (the same mount ran the
+// workload just before) applies to w.
+func (w Workload) warmable() bool { return !w.Mutates && !w.TimesMount }
 
 func wrong(format string, a ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, a...), ErrWrongResult)
@@ -84,6 +96,12 @@ func Workloads(ls *LayerSet) []Workload {
 			Workload{Name: fmt.Sprintf("stat-miss-d%d", d), Stack: stack, Run: statMiss,
 				Desc: fmt.Sprintf("lstat %d missing names through %d layers (ENOENT expected)", len(ls.StatMiss), d)},
 		)
+	}
+	if len(ls.Spec.StatDepths) > 0 {
+		d := slices.Max(ls.Spec.StatDepths)
+		ws = append(ws, Workload{Name: fmt.Sprintf("mount-d%d", d), TimesMount: true, Run: mountRoot,
+			Stack: func(ls *LayerSet) []string { return ls.Deep[d] },
+			Desc:  fmt.Sprintf("mount the depth-%d stat stack read-only and lstat its root (the mount is timed); root lists the %d stat dirs", d, statDirs)})
 	}
 	ws = append(ws,
 		Workload{Name: "readdir-wide", Stack: mainStack, Run: readdirWide,
@@ -178,6 +196,39 @@ func statMiss(ls *LayerSet, root string, _ Env) (time.Duration, error) {
 		}
 	}
 	return time.Since(start), nil
+}
+
+// mountRoot is the timed part of mount-dN after the mount: lstat the
+// root. The check lists it: exactly the stat dirs p00..p15.
+func mountRoot(_ *LayerSet, root string, _ Env) (time.Duration, error) {
+	var st unix.Stat_t
+	start := time.Now()
+	err := unix.Lstat(root, &st)
+	d := time.Since(start)
+	if err != nil {
+		return 0, wrong("lstat %s: %v", root, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, wrong("%s: mode %o, want a dir", root, st.Mode)
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		return 0, wrong("open %s: %v", root, err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return 0, wrong("readdir %s: %v", root, err)
+	}
+	var want []string
+	for i := 0; i < statDirs; i++ {
+		want = append(want, fmt.Sprintf("p%02d", i))
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, want) {
+		return 0, wrong("readdir %s: %q, want %q", root, names, want)
+	}
+	return d, nil
 }
 
 func readdirWide(ls *LayerSet, root string, _ Env) (time.Duration, error) {

@@ -178,7 +178,7 @@ func listAll(names string) error {
 			fmt.Printf("  %-18s UNAVAILABLE: %s\n", st.Name, st.Reason)
 		}
 	}
-	fmt.Println("workloads: stat-hit-dN, stat-miss-dN (N in 1,8,32,128), readdir-wide, find-walk, read-all, seqread-large,")
+	fmt.Println("workloads: stat-hit-dN, stat-miss-dN (N in 1,8,32,128), mount-d128, readdir-wide, find-walk, read-all, seqread-large,")
 	fmt.Println("           randread-large, append-large, chmod-large, touch-wide, create-files, untar, rm-tree")
 	if n := splitList(names); len(n) > 0 {
 		if _, _, err := bench.SelectBackends(all, n); err != nil {

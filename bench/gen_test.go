@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,7 +24,7 @@ func tinySpec(seed uint64) Spec {
 	return Spec{
 		Seed: seed, Layers: 10, FilesPerLayer: 20, MeanFileSize: 512, MaxFileSize: 4096,
 		LargeSize: 256 << 10, WideEntries: 200, WideLayers: 8, StatDepths: []int{1, 4},
-		StatTargets: 10, TarFiles: 30, CreateFiles: 10, RandReads: 16,
+		StatTargets: 10, TarFiles: 30, CreateFiles: 10, RandReads: 16, GitFiles: 40,
 	}
 }
 
@@ -37,8 +38,8 @@ func snapshotTree(t *testing.T, root string) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		if strings.HasSuffix(p, overlay.IndexSuffix) {
-			return nil // holds the layer's dev and inode numbers: TestGenerateIndexes
+		if strings.HasSuffix(p, overlay.IndexSuffix) || strings.HasSuffix(p, "/.git/index") {
+			return nil // hold dev, inode numbers and ctimes: TestGenerateIndexes, TestGenerateGitStatus
 		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
@@ -192,7 +193,7 @@ func TestGenerateIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	layers := ls.Layers()
-	if want := len(ls.Main) + 1 + slices.Max(ls.Spec.StatDepths) - 1; len(layers) != want {
+	if want := len(ls.Main) + slices.Max(ls.Spec.StatDepths) + len(ls.Git); len(layers) != want {
 		t.Fatalf("%d layers, want %d", len(layers), want)
 	}
 	for _, l := range layers {
@@ -212,5 +213,36 @@ func TestGenerateIndexes(t *testing.T) {
 	}
 	if n != len(layers) {
 		t.Fatalf("%d index files under %s, want %d", n, ls.Root, len(layers))
+	}
+}
+
+// TestGenerateGitStatus: git status in the flattened git stack (what a
+// correct union shows) gives exactly the expected porcelain output.
+func TestGenerateGitStatus(t *testing.T) {
+	testutil.RequireRoot(t)
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git not installed")
+	}
+	ls, err := Generate(filepath.Join(t.TempDir(), "l"), tinySpec(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls.Git) != 2 {
+		t.Fatalf("git stack %v (%s), want 2 layers", ls.Git, ls.GitSkipped)
+	}
+	if n := strings.Count(ls.GitStatus, "\n"); n != 3+3+2 {
+		t.Fatalf("expected status has %d lines, want 8:\n%s", n, ls.GitStatus)
+	}
+	flat := t.TempDir()
+	if err := Flatten(ls.Git, flat, overlay.Format{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gitStatus(ls, flat, Env{Git: git}); err != nil {
+		t.Fatalf("%v\nwant:\n%s", err, ls.GitStatus)
+	}
+	// The bottom layer alone is a clean checkout: the check must fail.
+	if _, err := gitStatus(ls, ls.Git[1], Env{Git: git}); !errors.Is(err, ErrWrongResult) {
+		t.Fatalf("git status of the bottom layer: %v, want a wrong result", err)
 	}
 }

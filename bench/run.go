@@ -212,7 +212,12 @@ func Run(o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(ls.Git) == 0 && ls.GitSkipped != "" {
+		ws = slices.DeleteFunc(ws, func(w Workload) bool { return w.Name == "git-status" })
+		rep.Notes = append(rep.Notes, "git-status skipped: "+ls.GitSkipped)
+	}
 	env := Env{}
+	env.Git, _ = exec.LookPath("git")
 	if p, err := exec.LookPath("fio"); err == nil {
 		env.FIO = p
 		rep.Notes = append(rep.Notes, "randread-large uses fio (psync, invalidate=0); its result check is the byte count fio reports")

@@ -41,6 +41,8 @@ var AllStates = []CacheState{Cold, Remount, Warm}
 type Env struct {
 	// FIO is the path of the fio binary, "" to use the Go pread loop.
 	FIO string
+	// Git is the path of the git binary ("" when not installed).
+	Git string
 }
 
 // Workload is one measured operation on a mounted union. Run returns the
@@ -114,6 +116,12 @@ func Workloads(ls *LayerSet) []Workload {
 			Desc: fmt.Sprintf("read the %d MiB bottom-layer file sequentially (1 MiB reads); CRC checked", ls.Spec.LargeSize>>20)},
 		Workload{Name: "randread-large", Stack: mainStack, Run: randReadLarge,
 			Desc: fmt.Sprintf("%d random 4 KiB reads of the large file (fio psync, or a Go pread loop that checks every block)", ls.Spec.RandReads)},
+	)
+	if ls.Spec.GitFiles > 0 {
+		ws = append(ws, Workload{Name: "git-status", Stack: func(ls *LayerSet) []string { return ls.Git }, Run: gitStatus,
+			Desc: fmt.Sprintf("git status --porcelain (no optional locks) in a %d-file repository committed in the lower layer, with files modified, deleted and added above; exact output checked", ls.Spec.GitFiles)})
+	}
+	ws = append(ws,
 		Workload{Name: "append-large", Stack: mainStack, Mutates: true, Run: appendLarge,
 			Desc: "append 1 byte to the large lower file (full copy-up); size and content checked"},
 		Workload{Name: "chmod-large", Stack: mainStack, Mutates: true, Run: chmodLarge,

@@ -179,7 +179,7 @@ func listAll(names string) error {
 		}
 	}
 	fmt.Println("workloads: stat-hit-dN, stat-miss-dN (N in 1,8,32,128), mount-d128, readdir-wide, find-walk, read-all, seqread-large,")
-	fmt.Println("           randread-large, append-large, chmod-large, touch-wide, create-files, untar, rm-tree")
+	fmt.Println("           randread-large, git-status, append-large, chmod-large, touch-wide, create-files, untar, rm-tree")
 	if n := splitList(names); len(n) > 0 {
 		if _, _, err := bench.SelectBackends(all, n); err != nil {
 			return err

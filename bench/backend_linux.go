@@ -121,7 +121,9 @@ func (n *native) Mount(layers []string, upper, work, target string) (func() erro
 	}
 	// On disk like the overlays' lower files: otherwise rm-tree would
 	// only drop never-written dirty pages.
-	unix.Sync()
+	if err := syncFS(upper); err != nil {
+		return nil, errors.Join(err, restoreShared(shared))
+	}
 	un, err := bindMount(upper, target, false)
 	if err != nil {
 		return nil, errors.Join(err, restoreShared(shared))

@@ -256,7 +256,9 @@ func Run(o Options) (rep *Report, err error) {
 				}
 			}
 		}
-		settle(4 * o.Settle)
+		if err := r.settle(4 * o.Settle); err != nil {
+			return rep, err
+		}
 	}
 	rep.Elapsed = time.Since(start).Seconds()
 	if o.Progress != nil && o.ProgressTTY {
@@ -308,18 +310,49 @@ func (r *runner) states(w Workload) []CacheState {
 	return out
 }
 
-func settle(d time.Duration) {
-	unix.Sync()
+// settle syncs the data filesystem and pauses for d.
+func (r *runner) settle(d time.Duration) error {
+	if err := syncFS(r.data); err != nil {
+		return err
+	}
 	time.Sleep(d)
+	return nil
+}
+
+// syncFS syncs the filesystem holding dir only (syncfs(2)): a global sync
+// would also wait for whatever else the machine is writing.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bench: syncfs %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("bench: syncfs %s: %w", dir, err)
+	}
+	return nil
 }
 
 // DropCaches syncs and drops the page cache, dentries and inodes.
 func DropCaches() error {
 	unix.Sync()
+	return dropCaches()
+}
+
+func dropCaches() error {
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		return fmt.Errorf("drop caches: %w", err)
 	}
 	return nil
+}
+
+// dropCaches syncs the data filesystem (only its dirty pages matter) and
+// drops the page cache, dentries and inodes.
+func (r *runner) dropCaches() error {
+	if err := syncFS(r.data); err != nil {
+		return err
+	}
+	return dropCaches()
 }
 
 // mounted is one mount of a run.
@@ -420,7 +453,7 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 		}
 	}
 	if st == Cold && w.TimesMount {
-		if err := DropCaches(); err != nil {
+		if err := r.dropCaches(); err != nil {
 			return s, err
 		}
 	}
@@ -432,15 +465,17 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 		if rerr := m.release(); rerr != nil && err == nil {
 			err = rerr
 		}
+		d := time.Duration(0)
 		if w.Mutates {
-			settle(r.o.Settle) // let ext4 settle after the writes and the removal
-		} else {
-			unix.Sync()
+			d = r.o.Settle // let the host's ext4 settle after the writes and the removal
+		}
+		if serr := r.settle(d); serr != nil && err == nil {
+			err = serr
 		}
 	}()
 	switch {
 	case st == Cold && !w.TimesMount:
-		if err := DropCaches(); err != nil {
+		if err := r.dropCaches(); err != nil {
 			return s, err
 		}
 	case st == Warm:

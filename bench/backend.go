@@ -40,10 +40,11 @@ type Backend interface {
 
 // Preparer is implemented by backends that do one-time work per layer
 // list before they can mount it (native flattens the layers). Run calls
-// Prepare, untimed, before every measured mount, so that a workload that
-// times its mount (TimesMount) does not time that work.
+// Prepare, untimed, before every run's first mount, so that a workload
+// that times its mount (TimesMount) does not time that work. fixup, when
+// not nil, is applied once to a flattened copy of layers (Workload.Fixup).
 type Preparer interface {
-	Prepare(layers []string) error
+	Prepare(layers []string, fixup func(dir string) error) error
 }
 
 // Durabler is implemented by backends that can say how durable a copy-up

@@ -78,7 +78,7 @@ func (*native) Available() error { return requireRoot() }
 
 func (*native) CopyUpDurability() string { return "no copy-up" }
 
-func (n *native) flattened(layers []string) (string, error) {
+func (n *native) flattened(layers []string, fixup func(dir string) error) (string, error) {
 	key := strings.Join(layers, "\x00")
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -95,18 +95,24 @@ func (n *native) flattened(layers []string) (string, error) {
 	if err := Flatten(layers, d, overlay.Format{}); err != nil {
 		return "", err
 	}
+	if fixup != nil {
+		if err := fixup(d); err != nil {
+			return "", fmt.Errorf("native: fix up %s: %w", d, err)
+		}
+	}
 	n.flat[key] = d
 	return d, nil
 }
 
-// Prepare flattens layers (once per layer list).
-func (n *native) Prepare(layers []string) error {
-	_, err := n.flattened(layers)
+// Prepare flattens layers and applies fixup to the copy (once per layer
+// list).
+func (n *native) Prepare(layers []string, fixup func(dir string) error) error {
+	_, err := n.flattened(layers, fixup)
 	return err
 }
 
 func (n *native) Mount(layers []string, upper, work, target string) (func() error, error) {
-	d, err := n.flattened(layers)
+	d, err := n.flattened(layers, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -241,6 +241,13 @@ func TestGenerateGitStatus(t *testing.T) {
 	if _, err := gitStatus(ls, flat, Env{Git: git}); err != nil {
 		t.Fatalf("%v\nwant:\n%s", err, ls.GitStatus)
 	}
+	// As native prepares its copy: same status after the index refresh.
+	if err := gitRefresh(ls, flat); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gitStatus(ls, flat, Env{Git: git}); err != nil {
+		t.Fatalf("after refresh: %v\nwant:\n%s", err, ls.GitStatus)
+	}
 	// The bottom layer alone is a clean checkout: the check must fail.
 	if _, err := gitStatus(ls, ls.Git[1], Env{Git: git}); !errors.Is(err, ErrWrongResult) {
 		t.Fatalf("git status of the bottom layer: %v, want a wrong result", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -78,6 +79,15 @@ func (g *generator) git() error {
 	if err := os.WriteFile(filepath.Join(repo, "README"), []byte("strata-bench git-status repository\n"), 0o644); err != nil {
 		return err
 	}
+	// Files older than the index git writes: otherwise they are "racily
+	// clean" (mtime not before the index's) and git re-reads every one of
+	// them on every status. The index then matches a union that shows the
+	// lower files' own stat data (inode, mtime, ctime, size).
+	for _, rel := range append(files, "README") {
+		if err := os.Chtimes(filepath.Join(repo, rel), fixedTime, fixedTime); err != nil {
+			return err
+		}
+	}
 	for _, args := range [][]string{
 		{"-c", "init.defaultBranch=main", "init", "-q", "--template="},
 		{"add", "-A"},
@@ -139,6 +149,31 @@ func (g *generator) text(n int) []byte {
 		}
 	}
 	return b
+}
+
+// gitRefresh makes the repository in a flattened copy of the git stack
+// (native's) look like a checkout: a copy has new inode numbers, ctimes
+// and mtimes, so git would re-read every file on every status. It dates
+// the work tree's files back (as generated: not racily clean) and
+// refreshes the index.
+func gitRefresh(_ *LayerSet, flat string) error {
+	repo := filepath.Join(flat, "repo")
+	err := filepath.WalkDir(repo, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && d.Name() == ".git":
+			return filepath.SkipDir
+		case d.Type().IsRegular():
+			return os.Chtimes(p, fixedTime, fixedTime)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_, err = runGit(repo, "update-index", "-q", "--refresh")
+	return err
 }
 
 // gitStatus runs `git status --porcelain` in the union's repo/ (no

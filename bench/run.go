@@ -413,6 +413,15 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 			s.Wrong = errors.Is(werr, ErrWrongResult)
 		}
 	}
+	if p, ok := b.(Preparer); ok {
+		var fixup func(string) error
+		if w.Fixup != nil {
+			fixup = func(dir string) error { return w.Fixup(r.ls, dir) }
+		}
+		if err := p.Prepare(w.Stack(r.ls), fixup); err != nil {
+			return s, fmt.Errorf("bench: %s: prepare for %s: %w", b.Name(), w.Name, err)
+		}
+	}
 	switch st {
 	case Remount:
 		if w.Mutates {
@@ -446,11 +455,6 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 	case Cold, Warm:
 	default:
 		return s, fmt.Errorf("bench: unknown cache state %q", st)
-	}
-	if p, ok := b.(Preparer); ok {
-		if err := p.Prepare(w.Stack(r.ls)); err != nil {
-			return s, fmt.Errorf("bench: %s: prepare for %s: %w", b.Name(), w.Name, err)
-		}
 	}
 	if st == Cold && w.TimesMount {
 		if err := r.dropCaches(); err != nil {

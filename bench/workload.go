@@ -61,6 +61,10 @@ type Workload struct {
 	// drops the caches before mounting). The warm state does not apply.
 	TimesMount bool
 	Run        func(ls *LayerSet, root string, env Env) (time.Duration, error)
+	// Fixup, when set, is applied once to a flattened copy of Stack (the
+	// native baseline's, see Preparer) so that it looks like a plain
+	// checkout rather than a copy (git-status: refresh the git index).
+	Fixup func(ls *LayerSet, flat string) error
 }
 
 // States returns the cache states w runs in by default: all three for a
@@ -118,7 +122,7 @@ func Workloads(ls *LayerSet) []Workload {
 			Desc: fmt.Sprintf("%d random 4 KiB reads of the large file (fio psync, or a Go pread loop that checks every block)", ls.Spec.RandReads)},
 	)
 	if ls.Spec.GitFiles > 0 {
-		ws = append(ws, Workload{Name: "git-status", Stack: func(ls *LayerSet) []string { return ls.Git }, Run: gitStatus,
+		ws = append(ws, Workload{Name: "git-status", Stack: func(ls *LayerSet) []string { return ls.Git }, Run: gitStatus, Fixup: gitRefresh,
 			Desc: fmt.Sprintf("git status --porcelain (no optional locks) in a %d-file repository committed in the lower layer, with files modified, deleted and added above; exact output checked", ls.Spec.GitFiles)})
 	}
 	ws = append(ws,

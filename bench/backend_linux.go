@@ -178,17 +178,52 @@ func restoreShared(files []sharedFile) error {
 	return nil
 }
 
+// copyWorkers is how many regular files copyTree copies at once.
+const copyWorkers = 4
+
 // copyTree copies src into the existing dir dst like cp -a (modes, owners,
 // times; the flattened tree has no xattrs, devices or fifos), hard-linking
 // regular files of at least nativeLinkMin bytes and returning those.
-func copyTree(src, dst string) ([]sharedFile, error) {
+// Regular files are copied by copyWorkers goroutines (their dirs exist
+// before they are queued).
+func copyTree(src, dst string) (_ []sharedFile, err error) {
 	var shared []sharedFile
 	type dirAttr struct {
 		path string
 		st   unix.Stat_t
 	}
 	var dirs []dirAttr
-	err := filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
+	type job struct {
+		from, to string
+		st       unix.Stat_t
+	}
+	jobs := make(chan job, 256)
+	errs := make(chan error, copyWorkers)
+	var wg sync.WaitGroup
+	for range copyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var first error
+			for j := range jobs {
+				if first == nil {
+					first = copyRegular(j.from, j.to, &j.st)
+				}
+			}
+			errs <- first
+		}()
+	}
+	wait := func() error {
+		close(jobs)
+		wg.Wait()
+		close(errs)
+		var all []error
+		for e := range errs {
+			all = append(all, e)
+		}
+		return errors.Join(all...)
+	}
+	err = filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -226,23 +261,16 @@ func copyTree(src, dst string) ([]sharedFile, error) {
 				shared = append(shared, sharedFile{path: p, st: st})
 				return nil
 			}
-			if err := copyFile(p, to, 0o600); err != nil {
-				return err
-			}
-			if err := os.Chmod(to, os.FileMode(st.Mode&0o777)|modeExtra(st.Mode)); err != nil {
-				return err
-			}
+			jobs <- job{p, to, st}
+			return nil
 		default:
 			return fmt.Errorf("%s: unsupported file type %#o", p, st.Mode&unix.S_IFMT)
 		}
-		if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
-			return err
-		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, to, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return &os.PathError{Op: "utimes", Path: to, Err: err}
-		}
-		return nil
+		return copyAttrs(to, &st)
 	})
+	if werr := wait(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -260,6 +288,29 @@ func copyTree(src, dst string) ([]sharedFile, error) {
 		}
 	}
 	return shared, nil
+}
+
+// copyRegular copies the regular file from (whose stat is st) to to with
+// its mode, owner and times.
+func copyRegular(from, to string, st *unix.Stat_t) error {
+	if err := copyFile(from, to, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(to, os.FileMode(st.Mode&0o777)|modeExtra(st.Mode)); err != nil {
+		return err
+	}
+	return copyAttrs(to, st)
+}
+
+// copyAttrs gives to (not followed) the owner and times of st.
+func copyAttrs(to string, st *unix.Stat_t) error {
+	if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, to, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimes", Path: to, Err: err}
+	}
+	return nil
 }
 
 // modeExtra maps setuid/setgid/sticky bits of a raw mode to fs.FileMode.

@@ -292,7 +292,7 @@ type runner struct {
 
 func (r *runner) states(w Workload) []CacheState {
 	if len(r.o.States) == 0 {
-		if w.warmable() && len(r.o.ReadOnlyStates) > 0 {
+		if w.warmable() && len(w.OwnStates) == 0 && len(r.o.ReadOnlyStates) > 0 {
 			return r.o.ReadOnlyStates
 		}
 		return w.States()

@@ -47,7 +47,8 @@ type Env struct {
 
 // Workload is one measured operation on a mounted union. Run returns the
 // time the operation itself took (mount, setup and result checks are
-// excluded) and an error wrapping ErrWrongResult when the result is wrong.
+// excluded; with TimesMount the runner adds the mount's time) and an error
+// wrapping ErrWrongResult when the result is wrong.
 type Workload struct {
 	Name string
 	Desc string

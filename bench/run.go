@@ -326,7 +326,7 @@ func syncFS(dir string) error {
 	if err != nil {
 		return fmt.Errorf("bench: syncfs %s: %w", dir, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // read-only
 	if err := unix.Syncfs(fd); err != nil {
 		return fmt.Errorf("bench: syncfs %s: %w", dir, err)
 	}

@@ -38,6 +38,15 @@ type Backend interface {
 	Mount(layers []string, upper, work, target string) (unmount func() error, err error)
 }
 
+// Preparer is implemented by backends that do one-time work per layer
+// list before they can mount it (native flattens the layers). Run calls
+// Prepare, untimed, before every run's first mount, so that a workload
+// that times its mount (TimesMount) does not time that work. fixup, when
+// not nil, is applied once to a flattened copy of layers (Workload.Fixup).
+type Preparer interface {
+	Prepare(layers []string, fixup func(dir string) error) error
+}
+
 // Durabler is implemented by backends that can say how durable a copy-up
 // is when the mutating call returns. Backends without it report "n/a".
 type Durabler interface {

@@ -63,7 +63,10 @@ type native struct {
 	flat    map[string]string // layer list -> flattened dir; guarded by mu
 }
 
-var _ Backend = (*native)(nil)
+var (
+	_ Backend  = (*native)(nil)
+	_ Preparer = (*native)(nil)
+)
 
 func newNative(scratch string) *native {
 	return &native{scratch: scratch, flat: map[string]string{}}
@@ -75,7 +78,7 @@ func (*native) Available() error { return requireRoot() }
 
 func (*native) CopyUpDurability() string { return "no copy-up" }
 
-func (n *native) flattened(layers []string) (string, error) {
+func (n *native) flattened(layers []string, fixup func(dir string) error) (string, error) {
 	key := strings.Join(layers, "\x00")
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -92,12 +95,24 @@ func (n *native) flattened(layers []string) (string, error) {
 	if err := Flatten(layers, d, overlay.Format{}); err != nil {
 		return "", err
 	}
+	if fixup != nil {
+		if err := fixup(d); err != nil {
+			return "", fmt.Errorf("native: fix up %s: %w", d, err)
+		}
+	}
 	n.flat[key] = d
 	return d, nil
 }
 
+// Prepare flattens layers and applies fixup to the copy (once per layer
+// list).
+func (n *native) Prepare(layers []string, fixup func(dir string) error) error {
+	_, err := n.flattened(layers, fixup)
+	return err
+}
+
 func (n *native) Mount(layers []string, upper, work, target string) (func() error, error) {
-	d, err := n.flattened(layers)
+	d, err := n.flattened(layers, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +127,9 @@ func (n *native) Mount(layers []string, upper, work, target string) (func() erro
 	}
 	// On disk like the overlays' lower files: otherwise rm-tree would
 	// only drop never-written dirty pages.
-	unix.Sync()
+	if err := syncFS(upper); err != nil {
+		return nil, errors.Join(err, restoreShared(shared))
+	}
 	un, err := bindMount(upper, target, false)
 	if err != nil {
 		return nil, errors.Join(err, restoreShared(shared))
@@ -161,17 +178,52 @@ func restoreShared(files []sharedFile) error {
 	return nil
 }
 
+// copyWorkers is how many regular files copyTree copies at once.
+const copyWorkers = 4
+
 // copyTree copies src into the existing dir dst like cp -a (modes, owners,
 // times; the flattened tree has no xattrs, devices or fifos), hard-linking
 // regular files of at least nativeLinkMin bytes and returning those.
-func copyTree(src, dst string) ([]sharedFile, error) {
+// Regular files are copied by copyWorkers goroutines (their dirs exist
+// before they are queued).
+func copyTree(src, dst string) (_ []sharedFile, err error) {
 	var shared []sharedFile
 	type dirAttr struct {
 		path string
 		st   unix.Stat_t
 	}
 	var dirs []dirAttr
-	err := filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
+	type job struct {
+		from, to string
+		st       unix.Stat_t
+	}
+	jobs := make(chan job, 256)
+	errs := make(chan error, copyWorkers)
+	var wg sync.WaitGroup
+	for range copyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var first error
+			for j := range jobs {
+				if first == nil {
+					first = copyRegular(j.from, j.to, &j.st)
+				}
+			}
+			errs <- first
+		}()
+	}
+	wait := func() error {
+		close(jobs)
+		wg.Wait()
+		close(errs)
+		var all []error
+		for e := range errs {
+			all = append(all, e)
+		}
+		return errors.Join(all...)
+	}
+	err = filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -209,23 +261,16 @@ func copyTree(src, dst string) ([]sharedFile, error) {
 				shared = append(shared, sharedFile{path: p, st: st})
 				return nil
 			}
-			if err := copyFile(p, to, 0o600); err != nil {
-				return err
-			}
-			if err := os.Chmod(to, os.FileMode(st.Mode&0o777)|modeExtra(st.Mode)); err != nil {
-				return err
-			}
+			jobs <- job{p, to, st}
+			return nil
 		default:
 			return fmt.Errorf("%s: unsupported file type %#o", p, st.Mode&unix.S_IFMT)
 		}
-		if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
-			return err
-		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, to, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return &os.PathError{Op: "utimes", Path: to, Err: err}
-		}
-		return nil
+		return copyAttrs(to, &st)
 	})
+	if werr := wait(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +288,29 @@ func copyTree(src, dst string) ([]sharedFile, error) {
 		}
 	}
 	return shared, nil
+}
+
+// copyRegular copies the regular file from (whose stat is st) to to with
+// its mode, owner and times.
+func copyRegular(from, to string, st *unix.Stat_t) error {
+	if err := copyFile(from, to, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(to, os.FileMode(st.Mode&0o777)|modeExtra(st.Mode)); err != nil {
+		return err
+	}
+	return copyAttrs(to, st)
+}
+
+// copyAttrs gives to (not followed) the owner and times of st.
+func copyAttrs(to string, st *unix.Stat_t) error {
+	if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, to, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimes", Path: to, Err: err}
+	}
+	return nil
 }
 
 // modeExtra maps setuid/setgid/sticky bits of a raw mode to fs.FileMode.

@@ -5,10 +5,12 @@ import (
 	"bufio"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,6 +41,7 @@ type Spec struct {
 	TarFiles      int    `json:"tar_files"`    // small files in the untar tarball
 	CreateFiles   int    `json:"create_files"` // files created by the create workload
 	RandReads     int    `json:"rand_reads"`   // 4 KiB random reads of the large file
+	GitFiles      int    `json:"git_files"`    // files of the git repository (0: none)
 }
 
 // FullSpec is the full-size layer set (about 1.5 GiB on disk).
@@ -46,7 +49,7 @@ func FullSpec(seed uint64) Spec {
 	return Spec{
 		Seed: seed, Layers: 10, FilesPerLayer: 1000, MeanFileSize: 8 << 10, MaxFileSize: 256 << 10,
 		LargeSize: 1 << 30, WideEntries: 10000, WideLayers: 8, StatDepths: []int{1, 8, 32, 128},
-		StatTargets: 5000, TarFiles: 50000, CreateFiles: 10000, RandReads: 20000,
+		StatTargets: 5000, TarFiles: 50000, CreateFiles: 10000, RandReads: 20000, GitFiles: 5000,
 	}
 }
 
@@ -55,7 +58,7 @@ func QuickSpec(seed uint64) Spec {
 	return Spec{
 		Seed: seed, Layers: 10, FilesPerLayer: 100, MeanFileSize: 8 << 10, MaxFileSize: 128 << 10,
 		LargeSize: 64 << 20, WideEntries: 2000, WideLayers: 8, StatDepths: []int{1, 8, 32, 128},
-		StatTargets: 500, TarFiles: 2000, CreateFiles: 1000, RandReads: 2000,
+		StatTargets: 500, TarFiles: 2000, CreateFiles: 1000, RandReads: 2000, GitFiles: 500,
 	}
 }
 
@@ -69,6 +72,8 @@ func (s Spec) validate() error {
 		return fmt.Errorf("spec: large size %d must be a positive multiple of %d", s.LargeSize, BlockSize)
 	case s.FilesPerLayer < 20 || s.WideEntries < 100 || s.StatTargets < 1 || s.TarFiles < 1 || s.CreateFiles < 1 || s.RandReads < 1:
 		return fmt.Errorf("spec: counts too small: %+v", s)
+	case s.GitFiles != 0 && s.GitFiles < 20:
+		return fmt.Errorf("spec: git files %d: want 0 (no repository) or at least 20", s.GitFiles)
 	case s.MeanFileSize < 1 || s.MaxFileSize < s.MeanFileSize:
 		return fmt.Errorf("spec: bad file sizes mean %d max %d", s.MeanFileSize, s.MaxFileSize)
 	}
@@ -98,7 +103,9 @@ func (s Spec) EstimateBytes() int64 {
 	tarball := int64(s.TarFiles) * (512 + 1024 + 512)
 	untar := int64(s.TarFiles) * (blk + 1024)
 	create := int64(s.CreateFiles) * blk
-	gen := main + stat + tarball
+	// Work tree, loose objects, the upper layer and a flattened copy.
+	git := int64(s.GitFiles) * 4 * (blk + 2048)
+	gen := main + stat + tarball + git
 	run := 2*main + s.LargeSize + untar + create
 	return gen + run + 1<<30
 }
@@ -108,18 +115,24 @@ func (s Spec) EstimateBytes() int64 {
 // 64 MiB) and says so in note; when even that does not fit it fails with
 // ErrNoSpace. It never fills the disk on purpose.
 func FitSpec(s Spec, dir string) (fitted Spec, note string, err error) {
+	return fitSpec(s, dir, Spec.EstimateBytes, "the layer set and run need")
+}
+
+// fitSpec is FitSpec with need giving the bytes a spec needs on dir
+// (what names them in the error).
+func fitSpec(s Spec, dir string, need func(Spec) int64, what string) (fitted Spec, note string, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return s, "", fmt.Errorf("statfs %s: %w", dir, err)
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
 	orig := s.LargeSize
-	for s.EstimateBytes() > free && s.LargeSize > 64<<20 {
+	for need(s) > free && s.LargeSize > 64<<20 {
 		s.LargeSize /= 2
 	}
-	if need := s.EstimateBytes(); need > free {
-		return s, "", fmt.Errorf("bench: %s has %d MiB free, the layer set and run need about %d MiB: %w",
-			dir, free>>20, need>>20, ErrNoSpace)
+	if need := need(s); need > free {
+		return s, "", fmt.Errorf("bench: %s has %d MiB free, %s about %d MiB: %w",
+			dir, free>>20, what, need>>20, ErrNoSpace)
 	}
 	if s.LargeSize != orig {
 		note = fmt.Sprintf("large file scaled down from %d MiB to %d MiB: %s has only %d MiB free",
@@ -170,6 +183,14 @@ type LayerSet struct {
 	TarFiles int
 	TarDirs  int
 	TarBytes int64
+	// Git is the git stack (topmost first): a bottom layer with a
+	// committed repository repo/ and a layer that modifies, deletes (by
+	// whiteouts) and adds a few files. GitStatus is the exact output of
+	// `git status --porcelain` in its union. Git is nil when the spec has
+	// no repository or git is not installed (GitSkipped says why).
+	Git        []string
+	GitStatus  string
+	GitSkipped string
 }
 
 type generator struct {
@@ -204,7 +225,39 @@ func Generate(root string, spec Spec) (*LayerSet, error) {
 	if err := g.tarball(); err != nil {
 		return nil, fmt.Errorf("generate tarball in %s: %w", root, err)
 	}
+	if err := g.git(); err != nil {
+		return nil, fmt.Errorf("generate git repository in %s: %w", root, err)
+	}
+	// The layers are immutable from here on, like committed layers: give
+	// each its name index next to it, as the snapshotter does at commit.
+	for _, l := range ls.Layers() {
+		if err := overlay.WriteIndexFile(l, overlay.IndexPath(l)); err != nil {
+			return nil, fmt.Errorf("generate: index of %s: %w", l, err)
+		}
+	}
 	return ls, nil
+}
+
+// Layers returns every generated layer dir once: the main stack, the stat
+// stacks' layers, then the git stack.
+func (ls *LayerSet) Layers() []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(layers []string) {
+		for _, l := range layers {
+			if !seen[l] {
+				seen[l] = true
+				out = append(out, l)
+			}
+		}
+	}
+	add(ls.Main)
+	depths := slices.Sorted(maps.Keys(ls.Deep))
+	for _, d := range depths {
+		add(ls.Deep[d])
+	}
+	add(ls.Git)
+	return out
 }
 
 func (g *generator) fileSize() int {

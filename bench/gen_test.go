@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stratafs/strata/internal/testutil"
@@ -22,7 +24,7 @@ func tinySpec(seed uint64) Spec {
 	return Spec{
 		Seed: seed, Layers: 10, FilesPerLayer: 20, MeanFileSize: 512, MaxFileSize: 4096,
 		LargeSize: 256 << 10, WideEntries: 200, WideLayers: 8, StatDepths: []int{1, 4},
-		StatTargets: 10, TarFiles: 30, CreateFiles: 10, RandReads: 16,
+		StatTargets: 10, TarFiles: 30, CreateFiles: 10, RandReads: 16, GitFiles: 40,
 	}
 }
 
@@ -36,6 +38,9 @@ func snapshotTree(t *testing.T, root string) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
+		if strings.HasSuffix(p, overlay.IndexSuffix) || strings.HasSuffix(p, "/.git/index") {
+			return nil // hold dev, inode numbers and ctimes: TestGenerateIndexes, TestGenerateGitStatus
+		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
@@ -176,5 +181,75 @@ func TestFitSpecRefusesHugeSpec(t *testing.T) {
 		t.Fatal("FitSpec accepted a spec that cannot fit")
 	} else if !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("FitSpec: %v, want ErrNoSpace", err)
+	}
+}
+
+// TestGenerateIndexes: every generated layer has a valid name index next
+// to it (as a committed snapshot does), and nothing else gets one.
+func TestGenerateIndexes(t *testing.T) {
+	testutil.RequireRoot(t)
+	ls, err := Generate(filepath.Join(t.TempDir(), "l"), tinySpec(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := ls.Layers()
+	if want := len(ls.Main) + slices.Max(ls.Spec.StatDepths) + len(ls.Git); len(layers) != want {
+		t.Fatalf("%d layers, want %d", len(layers), want)
+	}
+	for _, l := range layers {
+		if _, err := overlay.ReadIndexFile(overlay.IndexPath(l), l); err != nil {
+			t.Errorf("layer %s: %v", l, err)
+		}
+	}
+	n := 0
+	err = filepath.WalkDir(ls.Root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, overlay.IndexSuffix) {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(layers) {
+		t.Fatalf("%d index files under %s, want %d", n, ls.Root, len(layers))
+	}
+}
+
+// TestGenerateGitStatus: git status in the flattened git stack (what a
+// correct union shows) gives exactly the expected porcelain output.
+func TestGenerateGitStatus(t *testing.T) {
+	testutil.RequireRoot(t)
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git not installed")
+	}
+	ls, err := Generate(filepath.Join(t.TempDir(), "l"), tinySpec(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls.Git) != 2 {
+		t.Fatalf("git stack %v (%s), want 2 layers", ls.Git, ls.GitSkipped)
+	}
+	if n := strings.Count(ls.GitStatus, "\n"); n != 3+3+2 {
+		t.Fatalf("expected status has %d lines, want 8:\n%s", n, ls.GitStatus)
+	}
+	flat := t.TempDir()
+	if err := Flatten(ls.Git, flat, overlay.Format{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gitStatus(ls, flat, Env{Git: git}); err != nil {
+		t.Fatalf("%v\nwant:\n%s", err, ls.GitStatus)
+	}
+	// As native prepares its copy: same status after the index refresh.
+	if err := gitRefresh(ls, flat); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gitStatus(ls, flat, Env{Git: git}); err != nil {
+		t.Fatalf("after refresh: %v\nwant:\n%s", err, ls.GitStatus)
+	}
+	// The bottom layer alone is a clean checkout: the check must fail.
+	if _, err := gitStatus(ls, ls.Git[1], Env{Git: git}); !errors.Is(err, ErrWrongResult) {
+		t.Fatalf("git status of the bottom layer: %v, want a wrong result", err)
 	}
 }

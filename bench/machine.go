@@ -14,11 +14,16 @@ import (
 
 // Machine describes where a report was measured.
 type Machine struct {
-	Kernel        string `json:"kernel"`
-	CPU           string `json:"cpu"`
-	CPUs          int    `json:"cpus"`
-	MemoryMiB     int64  `json:"memory_mib"`
-	FSType        string `json:"fs_type"`
+	Kernel    string `json:"kernel"`
+	CPU       string `json:"cpu"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int64  `json:"memory_mib"`
+	FSType    string `json:"fs_type"`
+	// Data says where the data lives ("on a loop-mounted …" or "directly …") (the loop-mounted ext4 image, or
+	// directly on the host fs); HostFS is the fs holding --out, with its
+	// mount options.
+	Data          string `json:"data,omitempty"`
+	HostFS        string `json:"host_fs,omitempty"`
 	Go            string `json:"go"`
 	FuseOverlayfs string `json:"fuse_overlayfs,omitempty"`
 	Fusermount    string `json:"fusermount,omitempty"`

@@ -40,7 +40,7 @@ func TestNativeSharesAndRestoresLargeFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = un() })
-	flat, err := n.flattened([]string{layer})
+	flat, err := n.flattened([]string{layer}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

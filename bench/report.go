@@ -90,6 +90,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on Linux %s, %d × %s, %d MiB RAM, %s; %s; %s; %s.\n",
 		r.Started.Format("2006-01-02 15:04 MST"), m.Kernel, m.CPUs, m.CPU, m.MemoryMiB, m.FSType, m.Go, m.FuseOverlayfs, m.FIO)
+	if m.Data != "" {
+		fmt.Fprintf(&b, "Data %s; host filesystem: %s.\n", m.Data, m.HostFS)
+	}
 	fmt.Fprintf(&b, "Seed %d, %d rounds (median, min–max), main stack %d layers, large file %d MiB, wide dir %d names over %d layers, %d-file tarball. Run time %.0f s.\n\n",
 		r.Spec.Seed, r.Rounds, r.Spec.Layers, r.Spec.LargeSize>>20, r.Spec.WideEntries, r.Spec.WideLayers, r.Spec.TarFiles, r.Elapsed)
 	rows := r.Rows()

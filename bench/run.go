@@ -33,10 +33,15 @@ type Options struct {
 	// Out is the directory that receives the data dir (and the reports,
 	// written by the caller).
 	Out string
-	// Keep leaves the generated data in place.
+	// Keep leaves the generated data in place (with the image: the image
+	// file, unmounted).
 	Keep bool
+	// NoImage puts the data directly under Out instead of on a fresh
+	// loop-mounted ext4 image (see image_linux.go).
+	NoImage bool
 	// Settle is the pause after each mutating run (after a sync; read-only
-	// runs only sync); workloads are separated by four times as much.
+	// runs only sync); workloads are separated by four times as much. On
+	// the data image (no discard) none is needed.
 	Settle time.Duration
 	// Progress receives a progress line per run; nil for none. With
 	// ProgressTTY the line is redrawn in place.
@@ -118,10 +123,21 @@ func Run(o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	var image *dataImage
 	defer func() {
-		if uerr := unmountUnder(data); uerr != nil {
+		if uerr := unmountUnder(data, image != nil); uerr != nil {
 			err = errors.Join(err, uerr)
 			return // never remove a tree that may still hold a mount
+		}
+		if image != nil {
+			if ierr := image.close(o.Keep); ierr != nil {
+				err = errors.Join(err, ierr)
+				return
+			}
+			if rerr := os.Remove(data); rerr != nil && err == nil {
+				err = fmt.Errorf("bench: remove %s: %w", data, rerr)
+			}
+			return
 		}
 		if !o.Keep {
 			if rerr := os.RemoveAll(data); rerr != nil && err == nil {
@@ -136,16 +152,28 @@ func Run(o Options) (rep *Report, err error) {
 	// Backends keep private state (flattened copies, empty upper dirs)
 	// here, whichever of them are selected.
 	scratch := filepath.Join(data, "scratch")
-	if err := os.MkdirAll(scratch, 0o755); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
 	backends, skipped, err := SelectBackends(newBackends(scratch), o.Backends)
 	if err != nil {
 		return nil, err
 	}
-	spec, note, err := FitSpec(o.Spec, out)
+	need, what := Spec.EstimateBytes, "the layer set and run need"
+	if !o.NoImage {
+		need, what = imageBytes, "the data image (--no-image needs less) needs"
+	}
+	spec, note, err := fitSpec(o.Spec, out, need, what)
 	if err != nil {
 		return nil, err
+	}
+	storage := "directly on the host filesystem (--no-image)"
+	if !o.NoImage {
+		o.progress("creating the %d MiB ext4 data image ...", imageBytes(spec)>>20)
+		if image, err = createImage(data+".img", data, imageBytes(spec)); err != nil {
+			return nil, err
+		}
+		storage = image.describe()
+	}
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	rep = &Report{Spec: spec, Rounds: o.Rounds, Skipped: skipped, Durability: map[string]string{}, Started: time.Now().UTC()}
 	if note != "" {
@@ -153,6 +181,10 @@ func Run(o Options) (rep *Report, err error) {
 	}
 	if o.Keep {
 		rep.DataDir = data
+		if image != nil {
+			rep.DataDir = image.file
+			rep.Notes = append(rep.Notes, fmt.Sprintf("kept data image %s: mount it with mount -o loop %s DIR", image.file, image.file))
+		}
 	}
 	for _, b := range backends {
 		rep.Backends = append(rep.Backends, b.Name())
@@ -175,18 +207,25 @@ func Run(o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("each of the %d generated layers carries its name index next to it (LAYER%s, written untimed after generation, as the snapshotter does at commit); strata mount (strata-fuse) reads it, the other backends ignore it", len(ls.Layers()), overlay.IndexSuffix))
 	ws, err := SelectWorkloads(Workloads(ls), o.Workloads)
 	if err != nil {
 		return nil, err
 	}
+	if len(ls.Git) == 0 && ls.GitSkipped != "" {
+		ws = slices.DeleteFunc(ws, func(w Workload) bool { return w.Name == "git-status" })
+		rep.Notes = append(rep.Notes, "git-status skipped: "+ls.GitSkipped)
+	}
 	env := Env{}
+	env.Git, _ = exec.LookPath("git")
 	if p, err := exec.LookPath("fio"); err == nil {
 		env.FIO = p
 		rep.Notes = append(rep.Notes, "randread-large uses fio (psync, invalidate=0); its result check is the byte count fio reports")
 	} else {
 		rep.Notes = append(rep.Notes, "randread-large uses the Go pread loop (fio not installed); every block's CRC is checked")
 	}
-	rep.Machine = Probe(out)
+	rep.Machine = Probe(data)
+	rep.Machine.Data, rep.Machine.HostFS = storage, hostFS(out)
 	r := &runner{o: o, ls: ls, env: env, data: data}
 	total := 0
 	for _, w := range ws {
@@ -217,7 +256,9 @@ func Run(o Options) (rep *Report, err error) {
 				}
 			}
 		}
-		settle(4 * o.Settle)
+		if err := r.settle(4 * o.Settle); err != nil {
+			return rep, err
+		}
 	}
 	rep.Elapsed = time.Since(start).Seconds()
 	if o.Progress != nil && o.ProgressTTY {
@@ -251,14 +292,14 @@ type runner struct {
 
 func (r *runner) states(w Workload) []CacheState {
 	if len(r.o.States) == 0 {
-		if !w.Mutates && len(r.o.ReadOnlyStates) > 0 {
+		if w.warmable() && len(w.OwnStates) == 0 && len(r.o.ReadOnlyStates) > 0 {
 			return r.o.ReadOnlyStates
 		}
 		return w.States()
 	}
 	var out []CacheState
 	for _, s := range r.o.States {
-		if s == Warm && w.Mutates {
+		if s == Warm && !w.warmable() {
 			continue
 		}
 		out = append(out, s)
@@ -269,18 +310,49 @@ func (r *runner) states(w Workload) []CacheState {
 	return out
 }
 
-func settle(d time.Duration) {
-	unix.Sync()
+// settle syncs the data filesystem and pauses for d.
+func (r *runner) settle(d time.Duration) error {
+	if err := syncFS(r.data); err != nil {
+		return err
+	}
 	time.Sleep(d)
+	return nil
+}
+
+// syncFS syncs the filesystem holding dir only (syncfs(2)): a global sync
+// would also wait for whatever else the machine is writing.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bench: syncfs %s: %w", dir, err)
+	}
+	defer func() { _ = unix.Close(fd) }() // read-only
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("bench: syncfs %s: %w", dir, err)
+	}
+	return nil
 }
 
 // DropCaches syncs and drops the page cache, dentries and inodes.
 func DropCaches() error {
 	unix.Sync()
+	return dropCaches()
+}
+
+func dropCaches() error {
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		return fmt.Errorf("drop caches: %w", err)
 	}
 	return nil
+}
+
+// dropCaches syncs the data filesystem (only its dirty pages matter) and
+// drops the page cache, dentries and inodes.
+func (r *runner) dropCaches() error {
+	if err := syncFS(r.data); err != nil {
+		return err
+	}
+	return dropCaches()
 }
 
 // mounted is one mount of a run.
@@ -288,6 +360,7 @@ type mounted struct {
 	root       string
 	unmount    func() error
 	upper, dir string
+	took       time.Duration // the backend's Mount call
 }
 
 func (r *runner) mount(b Backend, w Workload, writable bool) (*mounted, error) {
@@ -306,7 +379,9 @@ func (r *runner) mount(b Backend, w Workload, writable bool) (*mounted, error) {
 			}
 		}
 	}
+	start := time.Now()
 	un, err := b.Mount(w.Stack(r.ls), upper, work, m.root)
+	m.took = time.Since(start)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bench: %s: mount for %s: %w", b.Name(), w.Name, err)
@@ -336,6 +411,15 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 		if werr != nil {
 			s.Err = werr.Error()
 			s.Wrong = errors.Is(werr, ErrWrongResult)
+		}
+	}
+	if p, ok := b.(Preparer); ok {
+		var fixup func(string) error
+		if w.Fixup != nil {
+			fixup = func(dir string) error { return w.Fixup(r.ls, dir) }
+		}
+		if err := p.Prepare(w.Stack(r.ls), fixup); err != nil {
+			return s, fmt.Errorf("bench: %s: prepare for %s: %w", b.Name(), w.Name, err)
 		}
 	}
 	switch st {
@@ -372,6 +456,11 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 	default:
 		return s, fmt.Errorf("bench: unknown cache state %q", st)
 	}
+	if st == Cold && w.TimesMount {
+		if err := r.dropCaches(); err != nil {
+			return s, err
+		}
+	}
 	m, err := r.mount(b, w, w.Mutates)
 	if err != nil {
 		return s, err
@@ -380,24 +469,30 @@ func (r *runner) one(b Backend, w Workload, st CacheState) (s Sample, err error)
 		if rerr := m.release(); rerr != nil && err == nil {
 			err = rerr
 		}
+		d := time.Duration(0)
 		if w.Mutates {
-			settle(r.o.Settle) // let ext4 settle after the writes and the removal
-		} else {
-			unix.Sync()
+			d = r.o.Settle // let the host's ext4 settle after the writes and the removal
+		}
+		if serr := r.settle(d); serr != nil && err == nil {
+			err = serr
 		}
 	}()
-	switch st {
-	case Cold:
-		if err := DropCaches(); err != nil {
+	switch {
+	case st == Cold && !w.TimesMount:
+		if err := r.dropCaches(); err != nil {
 			return s, err
 		}
-	case Warm:
+	case st == Warm:
 		if _, werr := w.Run(r.ls, m.root, r.env); werr != nil {
 			record(0, fmt.Errorf("warm-up run: %w", werr))
 			return s, nil
 		}
 	}
-	record(w.Run(r.ls, m.root, r.env))
+	d, werr := w.Run(r.ls, m.root, r.env)
+	if w.TimesMount {
+		d += m.took
+	}
+	record(d, werr)
 	return s, nil
 }
 
@@ -453,9 +548,10 @@ func stats(samples []Sample) Stats {
 	return st
 }
 
-// unmountUnder detaches every mount at or below dir (deepest first), so
-// that removing dir after a failed run never walks into a live mount.
-func unmountUnder(dir string) error {
+// unmountUnder detaches every mount at or below dir (deepest first; only
+// those strictly below it with below), so that removing dir after a failed
+// run never walks into a live mount.
+func unmountUnder(dir string, below bool) error {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
@@ -465,6 +561,9 @@ func unmountUnder(dir string) error {
 	}
 	var errs []error
 	for i := len(targets) - 1; i >= 0; i-- {
+		if below && targets[i] == dir {
+			continue
+		}
 		if err := unix.Unmount(targets[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			errs = append(errs, fmt.Errorf("bench: unmount %s: %w", targets[i], err))
 		}

@@ -61,21 +61,32 @@ func TestSmokeStrataFUSE(t *testing.T) {
 	smoke(t, "strata-fuse")
 }
 
+// smoke runs a few workloads on backend, on the data image (remount) and
+// directly in the output dir (warm).
 func smoke(t *testing.T, backend string) {
 	for _, st := range []CacheState{Warm, Remount} {
+		out := t.TempDir()
 		rep, err := Run(Options{
 			Spec:      tinySpec(1),
 			Backends:  []string{backend},
-			Workloads: []string{"readdir-wide", "stat-*-d4", "append-large"},
+			Workloads: []string{"readdir-wide", "stat-*-d4", "append-large", "mount-d4"},
 			States:    []CacheState{st},
 			Rounds:    1,
-			Out:       t.TempDir(),
+			Out:       out,
+			NoImage:   st == Warm,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rep.Samples) != 4 {
-			t.Fatalf("%s: %d samples, want 4", st, len(rep.Samples))
+		if ents, err := os.ReadDir(out); err != nil || len(ents) > 0 {
+			t.Fatalf("%s: Run left %v in its output dir (%v)", st, ents, err)
+		}
+		if st == Remount && !strings.Contains(rep.Machine.Data, "ext4 image") {
+			t.Fatalf("%s: report does not say the data was on the image: %q", st, rep.Machine.Data)
+		}
+		// mount-d4 cannot run warm: it runs in remount then.
+		if len(rep.Samples) != 5 {
+			t.Fatalf("%s: %d samples, want 5", st, len(rep.Samples))
 		}
 		for _, s := range rep.Samples {
 			if s.Err != "" {
@@ -116,7 +127,7 @@ func TestUnmountUnder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = un() })
-	if err := unmountUnder(dir); err != nil {
+	if err := unmountUnder(dir, false); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile("/proc/self/mountinfo")
@@ -146,6 +157,7 @@ func TestWrongBackendIsReportedWrong(t *testing.T) {
 		States:      []CacheState{Warm},
 		Rounds:      1,
 		Out:         t.TempDir(),
+		NoImage:     true,
 		AllBackends: func(string) []Backend { return []Backend{topOnly{}} },
 	})
 	if err != nil {
@@ -176,6 +188,7 @@ func TestMountFailureStopsTheRun(t *testing.T) {
 		Workloads:   []string{"readdir-wide"},
 		Rounds:      1,
 		Out:         t.TempDir(),
+		NoImage:     true,
 		AllBackends: func(string) []Backend { return []Backend{topOnly{failMount: true}} },
 	})
 	if err == nil || !strings.Contains(err.Error(), "refusing to mount") {

@@ -41,11 +41,14 @@ var AllStates = []CacheState{Cold, Remount, Warm}
 type Env struct {
 	// FIO is the path of the fio binary, "" to use the Go pread loop.
 	FIO string
+	// Git is the path of the git binary ("" when not installed).
+	Git string
 }
 
 // Workload is one measured operation on a mounted union. Run returns the
 // time the operation itself took (mount, setup and result checks are
-// excluded) and an error wrapping ErrWrongResult when the result is wrong.
+// excluded; with TimesMount the runner adds the mount's time) and an error
+// wrapping ErrWrongResult when the result is wrong.
 type Workload struct {
 	Name string
 	Desc string
@@ -54,18 +57,40 @@ type Workload struct {
 	// Mutates: the workload writes, so it gets a fresh upper every round
 	// and the warm state does not apply.
 	Mutates bool
-	Run     func(ls *LayerSet, root string, env Env) (time.Duration, error)
+	// TimesMount: the mount is part of the measured operation: the
+	// backend's Mount call is timed and added to Run's time (a cold run
+	// drops the caches before mounting). The warm state does not apply.
+	TimesMount bool
+	Run        func(ls *LayerSet, root string, env Env) (time.Duration, error)
+	// OwnStates, when set, are the workload's default cache states, kept
+	// even when Options.ReadOnlyStates replaces the read-only workloads'
+	// defaults (Options.States still overrides them).
+	OwnStates []CacheState
+	// Fixup, when set, is applied once to a flattened copy of Stack (the
+	// native baseline's, see Preparer) so that it looks like a plain
+	// checkout rather than a copy (git-status: refresh the git index).
+	Fixup func(ls *LayerSet, flat string) error
 }
 
 // States returns the cache states w runs in by default: all three for a
 // read-only workload; remount for a mutating one (lower files cached, so
-// the copy-up itself is measured; ask for cold explicitly).
+// the copy-up itself is measured; ask for cold explicitly); cold and
+// remount for one that times its mount.
 func (w Workload) States() []CacheState {
-	if w.Mutates {
+	switch {
+	case len(w.OwnStates) > 0:
+		return w.OwnStates
+	case w.Mutates:
 		return []CacheState{Remount}
+	case w.TimesMount:
+		return []CacheState{Cold, Remount}
 	}
 	return AllStates
 }
+
+// warmable reports whether the warm state (the same mount ran the
+// workload just before) applies to w.
+func (w Workload) warmable() bool { return !w.Mutates && !w.TimesMount }
 
 func wrong(format string, a ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, a...), ErrWrongResult)
@@ -76,14 +101,31 @@ func mainStack(ls *LayerSet) []string { return ls.Main }
 // Workloads returns every workload for ls, in report order.
 func Workloads(ls *LayerSet) []Workload {
 	var ws []Workload
+	maxDepth := 0
+	if len(ls.Spec.StatDepths) > 0 {
+		maxDepth = slices.Max(ls.Spec.StatDepths)
+	}
 	for _, d := range ls.Spec.StatDepths {
 		stack := func(ls *LayerSet) []string { return ls.Deep[d] }
+		// Warm lookups cost about the same at every depth (dentry cache):
+		// only the deepest stack runs warm by default (a backend that
+		// does not cache lookups shows there the most).
+		var own []CacheState
+		if d != maxDepth {
+			own = []CacheState{Cold}
+		}
 		ws = append(ws,
-			Workload{Name: fmt.Sprintf("stat-hit-d%d", d), Stack: stack, Run: statHit,
+			Workload{Name: fmt.Sprintf("stat-hit-d%d", d), Stack: stack, Run: statHit, OwnStates: own,
 				Desc: fmt.Sprintf("lstat %d existing names of the bottom layer through %d layers", len(ls.StatHit), d)},
-			Workload{Name: fmt.Sprintf("stat-miss-d%d", d), Stack: stack, Run: statMiss,
+			Workload{Name: fmt.Sprintf("stat-miss-d%d", d), Stack: stack, Run: statMiss, OwnStates: own,
 				Desc: fmt.Sprintf("lstat %d missing names through %d layers (ENOENT expected)", len(ls.StatMiss), d)},
 		)
+	}
+	if maxDepth > 0 {
+		d := maxDepth
+		ws = append(ws, Workload{Name: fmt.Sprintf("mount-d%d", d), TimesMount: true, Run: mountRoot,
+			Stack: func(ls *LayerSet) []string { return ls.Deep[d] },
+			Desc:  fmt.Sprintf("mount the depth-%d stat stack read-only and lstat its root (the mount is timed); root lists the %d stat dirs", d, statDirs)})
 	}
 	ws = append(ws,
 		Workload{Name: "readdir-wide", Stack: mainStack, Run: readdirWide,
@@ -94,8 +136,16 @@ func Workloads(ls *LayerSet) []Workload {
 			Desc: "walk and read every small file (find | xargs cat); every CRC checked"},
 		Workload{Name: "seqread-large", Stack: mainStack, Run: seqReadLarge,
 			Desc: fmt.Sprintf("read the %d MiB bottom-layer file sequentially (1 MiB reads); CRC checked", ls.Spec.LargeSize>>20)},
-		Workload{Name: "randread-large", Stack: mainStack, Run: randReadLarge,
+		// Warm random reads are page-cache hits on every backend (equal
+		// within a few % in every run so far): cold only by default.
+		Workload{Name: "randread-large", Stack: mainStack, Run: randReadLarge, OwnStates: []CacheState{Cold},
 			Desc: fmt.Sprintf("%d random 4 KiB reads of the large file (fio psync, or a Go pread loop that checks every block)", ls.Spec.RandReads)},
+	)
+	if ls.Spec.GitFiles > 0 {
+		ws = append(ws, Workload{Name: "git-status", Stack: func(ls *LayerSet) []string { return ls.Git }, Run: gitStatus, Fixup: gitRefresh,
+			Desc: fmt.Sprintf("git status --porcelain (no optional locks) in a %d-file repository committed in the lower layer, with files modified, deleted and added above; exact output checked", ls.Spec.GitFiles)})
+	}
+	ws = append(ws,
 		Workload{Name: "append-large", Stack: mainStack, Mutates: true, Run: appendLarge,
 			Desc: "append 1 byte to the large lower file (full copy-up); size and content checked"},
 		Workload{Name: "chmod-large", Stack: mainStack, Mutates: true, Run: chmodLarge,
@@ -178,6 +228,39 @@ func statMiss(ls *LayerSet, root string, _ Env) (time.Duration, error) {
 		}
 	}
 	return time.Since(start), nil
+}
+
+// mountRoot is the timed part of mount-dN after the mount: lstat the
+// root. The check lists it: exactly the stat dirs p00..p15.
+func mountRoot(_ *LayerSet, root string, _ Env) (time.Duration, error) {
+	var st unix.Stat_t
+	start := time.Now()
+	err := unix.Lstat(root, &st)
+	d := time.Since(start)
+	if err != nil {
+		return 0, wrong("lstat %s: %v", root, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, wrong("%s: mode %o, want a dir", root, st.Mode)
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		return 0, wrong("open %s: %v", root, err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return 0, wrong("readdir %s: %v", root, err)
+	}
+	var want []string
+	for i := 0; i < statDirs; i++ {
+		want = append(want, fmt.Sprintf("p%02d", i))
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, want) {
+		return 0, wrong("readdir %s: %q, want %q", root, names, want)
+	}
+	return d, nil
 }
 
 func readdirWide(ls *LayerSet, root string, _ Env) (time.Duration, error) {

@@ -51,6 +51,7 @@ func run(args []string) error {
 	keep := fs.Bool("keep", false, "keep the generated layers and mounts' data in --out")
 	list := fs.Bool("list", false, "list backends with their availability and workloads, then exit")
 	render := fs.String("render", "", "re-render report.md and chart.svg into --out from this report.json, print the table, and exit")
+	noImage := fs.Bool("no-image", false, "keep the data directly under --out instead of on a fresh loop-mounted ext4 image")
 	largeMiB := fs.Int64("large-mib", 0, "size of the large file in MiB (default 1024; 64 with --quick)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,14 +66,14 @@ func run(args []string) error {
 		return rerender(*render, *out)
 	}
 	spec := bench.FullSpec(*seed)
-	o := bench.Options{Rounds: 3, Settle: 100 * time.Millisecond}
+	o := bench.Options{Rounds: 3}
 	// To fit 20 minutes with five backends, read-only workloads run cold
 	// and warm by default (--states cold,remount,warm for all three);
 	// mutating ones run in remount.
 	o.ReadOnlyStates = []bench.CacheState{bench.Cold, bench.Warm}
 	if *quick {
 		spec = bench.QuickSpec(*seed)
-		o.Rounds, o.Settle = 2, 20*time.Millisecond
+		o.Rounds = 2
 		o.States = []bench.CacheState{bench.Cold, bench.Warm} // mutating workloads: cold
 	}
 	if *largeMiB > 0 {
@@ -81,7 +82,14 @@ func run(args []string) error {
 	if *rounds > 0 {
 		o.Rounds = *rounds
 	}
-	o.Spec, o.Out, o.Keep = spec, *out, *keep
+	o.Spec, o.Out, o.Keep, o.NoImage = spec, *out, *keep, *noImage
+	if *noImage {
+		// The host fs may discard: let it settle after each mutating run.
+		o.Settle = 100 * time.Millisecond
+		if *quick {
+			o.Settle = 20 * time.Millisecond
+		}
+	}
 	o.Backends, o.Workloads = splitList(*backends), splitList(*workloads)
 	if *states != "" {
 		o.States = nil
@@ -170,8 +178,8 @@ func listAll(names string) error {
 			fmt.Printf("  %-18s UNAVAILABLE: %s\n", st.Name, st.Reason)
 		}
 	}
-	fmt.Println("workloads: stat-hit-dN, stat-miss-dN (N in 1,8,32,128), readdir-wide, find-walk, read-all, seqread-large,")
-	fmt.Println("           randread-large, append-large, chmod-large, touch-wide, create-files, untar, rm-tree")
+	fmt.Println("workloads: stat-hit-dN, stat-miss-dN (N in 1,8,32,128), mount-d128, readdir-wide, find-walk, read-all, seqread-large,")
+	fmt.Println("           randread-large, git-status, append-large, chmod-large, touch-wide, create-files, untar, rm-tree")
 	if n := splitList(names); len(n) > 0 {
 		if _, _, err := bench.SelectBackends(all, n); err != nil {
 			return err

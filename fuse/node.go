@@ -408,6 +408,9 @@ func (n *node) copyUpMeta() error {
 var _ fs.NodeSetattrer = (*node)(nil)
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if done, err := n.setattrMetacopy(in, out); done {
+		return errno(err)
+	}
 	cu := n.copyUpMeta
 	if _, ok := in.GetSize(); ok {
 		cu = n.copyUp
@@ -495,6 +498,63 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
 	out.SetTimeout(n.opts.AttrTimeout)
 	return 0
+}
+
+// setattrMetacopy serves a SETATTR (no size) of a lower-only regular file
+// with one metadata-only copy-up that has the change applied as it is
+// built (union.metacopyUp): no second pass over the new upper file. It
+// reports done=false, doing nothing, when the node is not such a file.
+func (n *node) setattrMetacopy(in *fuse.SetAttrIn, out *fuse.AttrOut) (done bool, err error) {
+	if _, ok := in.GetSize(); ok || !n.metacopyCandidate() {
+		return false, nil
+	}
+	name, parent := n.Parent()
+	if parent == nil || n.IsRoot() {
+		return false, nil
+	}
+	pn, ok := parent.Operations().(*node)
+	if !ok {
+		return false, nil
+	}
+	if err := pn.copyUp(); err != nil {
+		return true, err
+	}
+	n.u.cuMu.Lock()
+	defer n.u.cuMu.Unlock()
+	if !n.metacopyCandidate() {
+		return false, nil // copied up meanwhile: the common path serves it
+	}
+	s := n.state()
+	dfd, err := n.u.upperDirFd(pn)
+	if err != nil {
+		return true, err
+	}
+	meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
+	var st unix.Stat_t
+	if err := n.u.metacopyUp(dfd, name, meta, data, s.lowers[0], in, &pn.impure, &st); err != nil {
+		return true, err
+	}
+	n.mu.Lock()
+	n.st.upper = true
+	n.st.metacopy = true // data in lowers[last], as before
+	linked := n.st.linked
+	n.mu.Unlock()
+	if linked {
+		go parent.NotifyEntry(name)
+	}
+	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+	out.SetTimeout(n.opts.AttrTimeout)
+	return true, nil
+}
+
+// metacopyCandidate reports whether a change of metadata makes the node
+// a metadata-only copy (see copyUpMeta).
+func (n *node) metacopyCandidate() bool {
+	if n.u.upper == "" || n.u.format.UserXattr || n.StableAttr().Mode != unix.S_IFREG {
+		return false
+	}
+	s := n.state()
+	return !s.upper && len(s.lowers) > 0
 }
 
 // errNeedPath: setattrFd cannot do the change on the descriptor it has.
@@ -727,18 +787,17 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 // createAt is Create's common case, a name free in the upper dir: one
-// openat on an O_PATH fd of the upper dir, then fchown (and fchmod for
+// openat on a held fd of the upper dir (union.upperDirFd), then fchown (and fchmod for
 // set-id bits) and fstat on the new fd, with no path resolved twice. It
 // reports ok=false, with no error, when a whiteout holds the name (Create
 // then replaces it through the work dir).
 //
 // Preconditions: n is in the upper layer; u.cuMu is held.
 func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (ch *fs.Inode, fh fs.FileHandle, fflags uint32, ok bool, err error) {
-	dfd, err := n.u.openUpper(n.rel(), unix.O_PATH|unix.O_DIRECTORY, 0)
+	dfd, err := n.u.upperDirFd(n)
 	if err != nil {
 		return nil, nil, 0, false, err
 	}
-	defer unix.Close(dfd)
 	var dirSt unix.Stat_t
 	if err := unix.Fstat(dfd, &dirSt); err != nil {
 		return nil, nil, 0, false, err
@@ -989,17 +1048,18 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	if dir {
+		n.u.dropDirFds() // the dir goes; a held fd of it must not be used
+	}
 	if !e.upper {
 		// lower only (the common rm -rf of an image tree): a whiteout,
-		// made on an fd of the upper dir
-		dfd, err := n.u.openUpper(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+		// made on a held fd of the upper dir
+		dfd, err := n.u.upperDirFd(n)
 		if err != nil {
 			return errno(err)
 		}
 		n.noteName(name) // the whiteout
-		err = unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0)
-		unix.Close(dfd)
-		return errno(err)
+		return errno(unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0))
 	}
 	needWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
@@ -1092,6 +1152,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.u.dropDirFds() // a dir may be replaced or removed
 	srcWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
 		return errno(err)
@@ -1216,6 +1277,7 @@ func (n *node) exchange(a, b *entry, name string, np *node, newName string) sysc
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.u.dropDirFds() // exchanged dirs swap places
 	ap, adone, err := n.u.safeUpper(path.Join(n.rel(), name))
 	if err != nil {
 		return errno(err)

@@ -66,12 +66,13 @@ func (u *union) dropDirFds() {
 // without a chown: copy-up skips fchown when the copy's owner matches.
 type creation struct {
 	uid, gid uint32
+	egid     uint32 // the group of a file created in a dir without set-group-ID
 }
 
 // newCreation reads the server's ids and the work dir's set-group-ID bit
 // (new files then take the dir's group).
 func newCreation(work string) creation {
-	c := creation{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
+	c := creation{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), egid: uint32(os.Getegid())}
 	var st unix.Stat_t
 	if work != "" && unix.Stat(work, &st) == nil && st.Mode&unix.S_ISGID != 0 {
 		c.gid = st.Gid

@@ -40,11 +40,6 @@ type Options struct {
 	// NoRedirectDir answers EXDEV when renaming a dir with lower
 	// contents, as kernel overlayfs does with redirect_dir=off.
 	NoRedirectDir bool
-	// WritebackCache lets the kernel cache writes and send them in the
-	// background (FUSE_WRITEBACK_CACHE). The kernel then turns passthrough
-	// off for the whole mount, so every read and write goes through the
-	// server; see the package doc for when that pays.
-	WritebackCache bool
 	// Flush asks the kernel to send FLUSH on close (default: FOPEN_NOFLUSH;
 	// POSIX and flock locks are kept by the kernel, so no FLUSH is needed).
 	Flush bool
@@ -131,10 +126,6 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 		Logger:      o.Logger,
 		// the kernel keeps POSIX and flock locks itself (EnableLocks off)
 		MaxWrite: 1 << 20,
-	}
-	if o.WritebackCache {
-		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
-		o.NoPassthrough = true // the kernel refuses passthrough with it
 	}
 	if !o.NoDefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")

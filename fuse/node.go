@@ -623,19 +623,6 @@ func setattrTimes(in *fuse.SetAttrIn) [2]unix.Timespec {
 
 var _ fs.NodeOpener = (*node)(nil)
 
-// writebackFlags adapts open flags to a writeback-cache mount: the kernel
-// then reads pages of a file open only for writing (partial page writes)
-// and keeps the file offset of appends itself.
-func (n *node) writebackFlags(flags int) int {
-	if !n.opts.WritebackCache {
-		return flags
-	}
-	if flags&unix.O_ACCMODE == unix.O_WRONLY {
-		flags = flags&^unix.O_ACCMODE | unix.O_RDWR
-	}
-	return flags &^ unix.O_APPEND
-}
-
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if write {
@@ -645,7 +632,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	s := n.state()
 	_, data := n.paths()
-	oflags := n.writebackFlags(int(flags)) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
+	oflags := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
 	var fd int
 	var err error
 	if s.upper && !s.metacopy {
@@ -771,7 +758,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if wo {
 		target = n.u.tmpName()
 	}
-	oflags := n.writebackFlags(int(flags))&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW
+	oflags := int(flags)&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW
 	var fd int
 	if wo {
 		fd, err = unix.Open(target, oflags|unix.O_CLOEXEC, mode&0o7777) // in the private work dir
@@ -815,7 +802,7 @@ func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, ou
 	if err := unix.Fstat(dfd, &dirSt); err != nil {
 		return nil, nil, 0, false, err
 	}
-	oflags := n.writebackFlags(int(flags))&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	oflags := int(flags)&^(unix.O_NOCTTY) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
 	if errors.Is(err, unix.EEXIST) {
 		var st unix.Stat_t

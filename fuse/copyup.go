@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"unsafe"
@@ -455,7 +456,7 @@ func (u *union) metacopyUp(dfd int, name, meta, data string, origin lref, in *fu
 		return &os.PathError{Op: "copy-up rename", Path: name, Err: err}
 	}
 	linked = true
-	if err := futimens(dfd, &[2]unix.Timespec{pst.Atim, pst.Mtim}); err != nil {
+	if err := dirFdTimes(dfd, &[2]unix.Timespec{pst.Atim, pst.Mtim}); err != nil {
 		return &os.PathError{Op: "copy-up restore parent times", Path: name, Err: err}
 	}
 	if impure == nil || !impure.Load() {
@@ -513,10 +514,15 @@ func (u *union) copyXattrsFd(src string, fd int) error {
 	return nil
 }
 
-// markImpureFd is markImpure on an open dir fd.
+// markImpureFd is markImpure on an open dir fd (through /proc for an
+// O_PATH fd).
 func (u *union) markImpureFd(dfd int) error {
 	name := u.format.Xattr(overlay.XattrImpure)
-	if _, err := unix.Fgetxattr(dfd, name, nil); err == nil {
+	_, err := unix.Fgetxattr(dfd, name, nil)
+	if errors.Is(err, unix.EBADF) {
+		return u.markImpure("/proc/self/fd/" + strconv.Itoa(dfd))
+	}
+	if err == nil {
 		return nil
 	}
 	if err := unix.Fsetxattr(dfd, name, []byte("y"), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {

@@ -1,7 +1,9 @@
 package fuse
 
 import (
+	"errors"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +23,7 @@ type dirFds struct {
 
 type dirFd struct {
 	n  *node
-	fd int // open O_RDONLY|O_DIRECTORY; valid while n is set
+	fd int // open O_RDONLY|O_DIRECTORY (or O_PATH); valid while n is set
 }
 
 // upperDirFd returns an fd of n's upper dir (n must be in the upper
@@ -36,7 +38,14 @@ func (u *union) upperDirFd(n *node) (int, error) {
 			return c.ents[i].fd, nil
 		}
 	}
-	fd, err := u.openUpper(n.rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	rel := n.rel()
+	fd, err := u.openUpper(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, unix.EACCES) {
+		// a dir the server may not read (not root): an O_PATH fd does
+		// for the *at calls; dirFdTimes and markImpureFd go through
+		// /proc for the rest
+		fd, err = u.openUpper(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -78,4 +87,14 @@ func newCreation(work string) creation {
 		c.gid = st.Gid
 	}
 	return c
+}
+
+// dirFdTimes sets the times of the dir open as dfd, which may be an O_PATH
+// fd (then through its /proc/self/fd link).
+func dirFdTimes(dfd int, ts *[2]unix.Timespec) error {
+	err := futimens(dfd, ts)
+	if errors.Is(err, unix.EBADF) {
+		err = unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(dfd), ts[:], 0)
+	}
+	return err
 }

@@ -1007,7 +1007,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // kernel already knows (rm -rf after READDIRPLUS) is answered from its
 // node: lower layers never change, and the upper only through this mount
 // (which updates the node's state); anything else is looked up.
-func (n *node) removeTarget(rel, name string) (*entry, error) {
+func (n *node) removeTarget(name string) (*entry, error) {
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok {
 			s := cn.state()
@@ -1018,7 +1018,7 @@ func (n *node) removeTarget(rel, name string) (*entry, error) {
 			}
 		}
 	}
-	return n.u.lookup(rel, n.dirState(), name)
+	return n.u.lookup(n.rel(), n.dirState(), name)
 }
 
 // remove deletes name from the union: from the upper layer if it is
@@ -1027,8 +1027,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if n.u.upper == "" {
 		return syscall.EROFS
 	}
-	rel := n.rel()
-	e, err := n.removeTarget(rel, name)
+	e, err := n.removeTarget(name)
 	if err != nil {
 		return errno(err)
 	}
@@ -1039,7 +1038,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return syscall.EISDIR
 	}
 	if dir {
-		ents, err := n.u.readDir(path.Join(rel, name), dirState{upper: e.upper, lowers: e.lowers})
+		ents, err := n.u.readDir(path.Join(n.rel(), name), dirState{upper: e.upper, lowers: e.lowers})
 		if err != nil {
 			return errno(err)
 		}
@@ -1065,6 +1064,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		n.noteName(name) // the whiteout
 		return errno(unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0))
 	}
+	rel := n.rel()
 	needWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
 		return errno(err)

@@ -787,8 +787,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 // createAt is Create's common case, a name free in the upper dir: one
-// openat on a held fd of the upper dir (union.upperDirFd), then fchown (and fchmod for
-// set-id bits) and fstat on the new fd, with no path resolved twice. It
+// openat on a held fd of the upper dir (union.upperDirFd), then fchown
+// (only when the caller's ids differ from the server's), fchmod (for
+// set-id bits) and fstat on the new fd, with no path resolved. It
 // reports ok=false, with no error, when a whiteout holds the name (Create
 // then replaces it through the work dir).
 //

@@ -6,9 +6,12 @@ import (
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/stratafs/strata/overlay"
@@ -141,8 +144,13 @@ func (u *union) markImpure(dir string) error {
 }
 
 // copyMeta copies xattrs (all but overlay's own), owner, mode and times of
-// the object described by st at src onto dst, and records origin.
+// the object described by st at src onto dst, and records origin. The
+// owner is set first: chown clears file capabilities (security.capability)
+// and set-id bits, which the copy must keep, as the kernel's copy-up does.
 func (u *union) copyMeta(src, dst string, st *unix.Stat_t, origin *lref) error {
+	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return &os.PathError{Op: "copy-up chown", Path: dst, Err: err}
+	}
 	names, err := listxattr(src)
 	if err != nil {
 		return &os.PathError{Op: "copy-up listxattr", Path: src, Err: err}
@@ -174,11 +182,8 @@ func (u *union) copyMeta(src, dst string, st *unix.Stat_t, origin *lref) error {
 			}
 		}
 	}
-	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
-		return &os.PathError{Op: "copy-up chown", Path: dst, Err: err}
-	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		// after chown, which may clear set-id bits
+		// after chown, which clears set-id bits
 		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
 			return &os.PathError{Op: "copy-up chmod", Path: dst, Err: err}
 		}
@@ -346,4 +351,182 @@ func (u *union) removeUpperDir(p string) error {
 		return &os.PathError{Op: "rmdir", Path: p, Err: err}
 	}
 	return os.RemoveAll(tmp)
+}
+
+// metacopyUp writes a metadata-only copy (kernel metacopy format) of the
+// lower regular file meta as name in the upper dir dfd, with the changes
+// of the SETATTR in (mode, owner, times; no size) applied while it is
+// built, so that the result needs no second pass. Everything is done on
+// descriptors: the copy is created in the work dir with openat, given its
+// owner, xattrs (the lower's, origin, metacopy), mode and times through
+// its fd, and renamed into dfd; the parent's times are put back through
+// dfd. A metadata-only copy holds no data, so, as with the kernel, there
+// is nothing to fsync. out gets the copy's attributes (st_blocks are the
+// data's, as the kernel reports them).
+//
+// The order matters: chown clears set-id bits and file capabilities, so
+// the copy's own owner is set before the xattrs are copied, and a chown
+// the SETATTR asks for comes after the chmod and the xattrs, as it would
+// on a copy made first and changed second.
+//
+// Preconditions: u.cuMu is held; dfd is the upper parent (upperDirFd).
+func (u *union) metacopyUp(dfd int, name, meta, data string, origin lref, in *fuse.SetAttrIn, impure *atomic.Bool, out *unix.Stat_t) (err error) {
+	var st unix.Stat_t
+	if err := lstat(meta, &st); err != nil {
+		return &os.PathError{Op: "copy-up lstat", Path: meta, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return &os.PathError{Op: "metacopy", Path: meta, Err: unix.EINVAL}
+	}
+	tmp := u.tmpBase()
+	fd, err := unix.Openat(u.workFd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "copy-up create", Path: path.Join(u.work, tmp), Err: err}
+	}
+	linked := false
+	defer func() {
+		_ = unix.Close(fd) // nothing written through it: no data to lose
+		if err != nil && !linked {
+			_ = unix.Unlinkat(u.workFd, tmp, 0) // best effort: cleanWork removes leftovers
+		}
+	}()
+	fail := func(op string, err error) error {
+		return &os.PathError{Op: "copy-up " + op, Path: path.Join(u.work, tmp), Err: err}
+	}
+	if st.Size > 0 {
+		if err := unix.Ftruncate(fd, st.Size); err != nil {
+			return fail("truncate", err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	chown := uok || gok
+	if st.Uid != u.created.uid || st.Gid != u.created.gid {
+		if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+			return fail("chown", err)
+		}
+	}
+	if err := u.copyXattrsFd(meta, fd); err != nil {
+		return err
+	}
+	if fh := u.encodeOrigin(origin); fh != nil {
+		if err := unix.Fsetxattr(fd, u.format.Xattr(overlay.XattrOrigin), fh, 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fail("set origin", err)
+		}
+	}
+	if err := unix.Fsetxattr(fd, u.format.Xattr(overlay.XattrMetacopy), nil, 0); err != nil {
+		return fail("set metacopy", err)
+	}
+	mode := st.Mode & 0o7777
+	if m, ok := in.GetMode(); ok {
+		mode = m & 0o7777
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return fail("chmod", err)
+	}
+	if chown {
+		su, sg := int(st.Uid), int(st.Gid)
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchown(fd, su, sg); err != nil {
+			return fail("chown", err)
+		}
+	}
+	ts := setattrTimes(in)
+	if ts[0].Nsec == unix.UTIME_OMIT {
+		ts[0] = st.Atim
+	}
+	if ts[1].Nsec == unix.UTIME_OMIT {
+		ts[1] = st.Mtim
+	}
+	if err := futimens(fd, &ts); err != nil {
+		return fail("utimes", err)
+	}
+	// linking the copy in changes the parent's times; the union shows
+	// them unchanged (as the kernel restores them), so put them back
+	var pst unix.Stat_t
+	if err := unix.Fstat(dfd, &pst); err != nil {
+		return &os.PathError{Op: "copy-up stat parent", Path: name, Err: err}
+	}
+	if err := unix.Renameat2(u.workFd, tmp, dfd, name, unix.RENAME_NOREPLACE); err != nil {
+		return &os.PathError{Op: "copy-up rename", Path: name, Err: err}
+	}
+	linked = true
+	if err := dirFdTimes(dfd, &[2]unix.Timespec{pst.Atim, pst.Mtim}); err != nil {
+		return &os.PathError{Op: "copy-up restore parent times", Path: name, Err: err}
+	}
+	if impure == nil || !impure.Load() {
+		if err := u.markImpureFd(dfd); err != nil {
+			return err
+		}
+		if impure != nil {
+			impure.Store(true)
+		}
+	}
+	blocks := st.Blocks
+	if data != meta {
+		var dst unix.Stat_t
+		if lstat(data, &dst) == nil {
+			blocks = dst.Blocks
+		}
+	}
+	if err := unix.Fstat(fd, out); err != nil {
+		return &os.PathError{Op: "copy-up fstat", Path: name, Err: err}
+	}
+	out.Blocks = blocks
+	return nil
+}
+
+// futimens sets the times of the open file fd (utimensat(fd, NULL, ts, 0)).
+func futimens(fd int, ts *[2]unix.Timespec) error {
+	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// copyXattrsFd copies the xattrs of src (all but overlay's own) onto the
+// open file fd.
+func (u *union) copyXattrsFd(src string, fd int) error {
+	names, err := listxattr(src)
+	if err != nil {
+		return &os.PathError{Op: "copy-up listxattr", Path: src, Err: err}
+	}
+	for _, name := range names {
+		if overlay.IsOverlayXattr(name) {
+			continue
+		}
+		v, ok, err := getxattr(src, name)
+		if err != nil {
+			return &os.PathError{Op: "copy-up getxattr " + name, Path: src, Err: err}
+		}
+		if !ok {
+			continue
+		}
+		if err := unix.Fsetxattr(fd, name, []byte(v), 0); err != nil {
+			return &os.PathError{Op: "copy-up setxattr " + name, Path: src, Err: err}
+		}
+	}
+	return nil
+}
+
+// markImpureFd is markImpure on an open dir fd (through /proc for an
+// O_PATH fd).
+func (u *union) markImpureFd(dfd int) error {
+	name := u.format.Xattr(overlay.XattrImpure)
+	_, err := unix.Fgetxattr(dfd, name, nil)
+	if errors.Is(err, unix.EBADF) {
+		return u.markImpure("/proc/self/fd/" + strconv.Itoa(dfd))
+	}
+	if err == nil {
+		return nil
+	}
+	if err := unix.Fsetxattr(dfd, name, []byte("y"), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("set impure on upper dir: %w", err)
+	}
+	return nil
 }

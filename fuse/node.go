@@ -452,6 +452,9 @@ func (n *node) copyUpMeta() error {
 var _ fs.NodeSetattrer = (*node)(nil)
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if done, err := n.setattrMetacopy(in, out); done {
+		return errno(err)
+	}
 	cu := n.copyUpMeta
 	if _, ok := in.GetSize(); ok {
 		cu = n.copyUp
@@ -539,6 +542,63 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
 	out.SetTimeout(n.opts.AttrTimeout)
 	return 0
+}
+
+// setattrMetacopy serves a SETATTR (no size) of a lower-only regular file
+// with one metadata-only copy-up that has the change applied as it is
+// built (union.metacopyUp): no second pass over the new upper file. It
+// reports done=false, doing nothing, when the node is not such a file.
+func (n *node) setattrMetacopy(in *fuse.SetAttrIn, out *fuse.AttrOut) (done bool, err error) {
+	if _, ok := in.GetSize(); ok || !n.metacopyCandidate() {
+		return false, nil
+	}
+	name, parent := n.Parent()
+	if parent == nil || n.IsRoot() {
+		return false, nil
+	}
+	pn, ok := parent.Operations().(*node)
+	if !ok {
+		return false, nil
+	}
+	if err := pn.copyUp(); err != nil {
+		return true, err
+	}
+	n.u.cuMu.Lock()
+	defer n.u.cuMu.Unlock()
+	if !n.metacopyCandidate() {
+		return false, nil // copied up meanwhile: the common path serves it
+	}
+	s := n.state()
+	dfd, err := n.u.upperDirFd(pn)
+	if err != nil {
+		return true, err
+	}
+	meta, data := n.u.lowerPath(s.lowers[0]), n.u.lowerPath(s.lowers[len(s.lowers)-1])
+	var st unix.Stat_t
+	if err := n.u.metacopyUp(dfd, name, meta, data, s.lowers[0], in, &pn.impure, &st); err != nil {
+		return true, err
+	}
+	n.mu.Lock()
+	n.st.upper = true
+	n.st.metacopy = true // data in lowers[last], as before
+	linked := n.st.linked
+	n.mu.Unlock()
+	if linked {
+		go parent.NotifyEntry(name)
+	}
+	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
+	out.SetTimeout(n.opts.AttrTimeout)
+	return true, nil
+}
+
+// metacopyCandidate reports whether a change of metadata makes the node
+// a metadata-only copy (see copyUpMeta).
+func (n *node) metacopyCandidate() bool {
+	if n.u.upper == "" || n.u.format.UserXattr || n.StableAttr().Mode != unix.S_IFREG {
+		return false
+	}
+	s := n.state()
+	return !s.upper && len(s.lowers) > 0
 }
 
 // errNeedPath: setattrFd cannot do the change on the descriptor it has.
@@ -795,18 +855,18 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 // createAt is Create's common case, a name free in the upper dir: one
-// openat on an O_PATH fd of the upper dir, then fchown (and fchmod for
-// set-id bits) and fstat on the new fd, with no path resolved twice. It
+// openat on a held fd of the upper dir (union.upperDirFd), then fchown
+// (only when the caller's ids differ from the server's), fchmod (for
+// set-id bits) and fstat on the new fd, with no path resolved. It
 // reports ok=false, with no error, when a whiteout holds the name (Create
 // then replaces it through the work dir).
 //
 // Preconditions: n is in the upper layer; u.cuMu is held.
 func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (ch *fs.Inode, fh fs.FileHandle, fflags uint32, ok bool, err error) {
-	dfd, err := n.u.openUpper(n.rel(), unix.O_PATH|unix.O_DIRECTORY, 0)
+	dfd, err := n.u.upperDirFd(n)
 	if err != nil {
 		return nil, nil, 0, false, err
 	}
-	defer unix.Close(dfd)
 	var dirSt unix.Stat_t
 	if err := unix.Fstat(dfd, &dirSt); err != nil {
 		return nil, nil, 0, false, err
@@ -828,8 +888,12 @@ func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, ou
 		return nil, nil, 0, false, err
 	}
 	uid, gid := owner(ctx, &dirSt)
-	if err := unix.Fchown(fd, uid, gid); err != nil {
-		return fail(err)
+	// the new file already has the server's ids (the dir's group in a
+	// set-group-ID dir, where owner answers -1): chown only to change them
+	if uint32(uid) != n.u.created.uid || gid != -1 && uint32(gid) != n.u.created.egid {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return fail(err)
+		}
 	}
 	if mode&0o7000 != 0 {
 		if err := unix.Fchmod(fd, mode&0o7777); err != nil {
@@ -1012,7 +1076,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // kernel already knows (rm -rf after READDIRPLUS) is answered from its
 // node: lower layers never change, and the upper only through this mount
 // (which updates the node's state); anything else is looked up.
-func (n *node) removeTarget(rel, name string) (*entry, error) {
+func (n *node) removeTarget(name string) (*entry, error) {
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok {
 			s := cn.state()
@@ -1023,7 +1087,7 @@ func (n *node) removeTarget(rel, name string) (*entry, error) {
 			}
 		}
 	}
-	return n.u.lookup(rel, n.dirState(), name)
+	return n.u.lookup(n.rel(), n.dirState(), name)
 }
 
 // remove deletes name from the union: from the upper layer if it is
@@ -1032,8 +1096,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if n.u.upper == "" {
 		return syscall.EROFS
 	}
-	rel := n.rel()
-	e, err := n.removeTarget(rel, name)
+	e, err := n.removeTarget(name)
 	if err != nil {
 		return errno(err)
 	}
@@ -1044,7 +1107,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return syscall.EISDIR
 	}
 	if dir {
-		ents, err := n.u.readDir(path.Join(rel, name), dirState{upper: e.upper, lowers: e.lowers})
+		ents, err := n.u.readDir(path.Join(n.rel(), name), dirState{upper: e.upper, lowers: e.lowers})
 		if err != nil {
 			return errno(err)
 		}
@@ -1057,18 +1120,20 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	if dir {
+		n.u.dropDirFds() // the dir goes; a held fd of it must not be used
+	}
 	if !e.upper {
 		// lower only (the common rm -rf of an image tree): a whiteout,
-		// made on an fd of the upper dir
-		dfd, err := n.u.openUpper(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+		// made on a held fd of the upper dir
+		dfd, err := n.u.upperDirFd(n)
 		if err != nil {
 			return errno(err)
 		}
 		n.noteName(name) // the whiteout
-		err = unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0)
-		unix.Close(dfd)
-		return errno(err)
+		return errno(unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0))
 	}
+	rel := n.rel()
 	needWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
 		return errno(err)
@@ -1160,6 +1225,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.u.dropDirFds() // a dir may be replaced or removed
 	srcWO, err := n.u.lowerHas(n.dirState(), name)
 	if err != nil {
 		return errno(err)
@@ -1284,6 +1350,7 @@ func (n *node) exchange(a, b *entry, name string, np *node, newName string) sysc
 	}
 	n.u.cuMu.Lock()
 	defer n.u.cuMu.Unlock()
+	n.u.dropDirFds() // exchanged dirs swap places
 	ap, adone, err := n.u.safeUpper(path.Join(n.rel(), name))
 	if err != nil {
 		return errno(err)

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,12 +44,16 @@ type union struct {
 	lowerFds []int             // per lower layer: fd of the root, for open_by_handle_at
 	lowerDev []uint64          // per lower layer: st_dev of its root
 	upperFd  int               // O_PATH fd of the upper root, -1 without upper
+	workFd   int               // O_PATH fd of the work dir, -1 without upper
+	pid      int               // for names of temporaries
 	tmpSeq   atomic.Uint64     // names of temporaries in the work dir
 	volatile bool              // skip fsync of copied-up data
+	created  creation          // owner of files made in the work dir
 
 	// cuMu serializes copy-ups and other multi-step changes of the upper
 	// layer, so that two requests never build the same object twice.
 	cuMu sync.Mutex
+	dirs dirFds // guarded by cuMu
 }
 
 func newUnion(s *overlay.Stack) (*union, error) {
@@ -61,6 +66,8 @@ func newUnion(s *overlay.Stack) (*union, error) {
 		index:   s.LowerIndex(),
 		devs:    map[uint64]uint64{},
 		upperFd: -1,
+		workFd:  -1,
+		pid:     os.Getpid(),
 	}
 	// The upper's device gets xino index 0 so that, when all layers share
 	// one filesystem (the common case), st_ino is the real inode number,
@@ -97,6 +104,12 @@ func newUnion(s *overlay.Stack) (*union, error) {
 			return nil, &os.PathError{Op: "open upper", Path: u.upper, Err: err}
 		}
 		u.upperFd = fd
+		if fd, err = unix.Open(u.work, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			u.close()
+			return nil, &os.PathError{Op: "open work", Path: u.work, Err: err}
+		}
+		u.workFd = fd
+		u.created = newCreation(u.work)
 		if err := u.cleanWork(); err != nil {
 			u.close()
 			return nil, err
@@ -114,6 +127,13 @@ func (u *union) close() {
 		unix.Close(u.upperFd)
 		u.upperFd = -1
 	}
+	if u.workFd >= 0 {
+		unix.Close(u.workFd)
+		u.workFd = -1
+	}
+	u.cuMu.Lock()
+	u.dropDirFds()
+	u.cuMu.Unlock()
 }
 
 // safeUpper returns a path to the upper object at union path rel that
@@ -189,8 +209,11 @@ func (u *union) cleanWork() error {
 const tmpPrefix = "#strata-"
 
 // tmpName returns a fresh path in the work dir.
-func (u *union) tmpName() string {
-	return path.Join(u.work, fmt.Sprintf("%s%d-%d", tmpPrefix, os.Getpid(), u.tmpSeq.Add(1)))
+func (u *union) tmpName() string { return path.Join(u.work, u.tmpBase()) }
+
+// tmpBase returns a fresh name for a temporary in the work dir (u.workFd).
+func (u *union) tmpBase() string {
+	return tmpPrefix + strconv.Itoa(u.pid) + "-" + strconv.FormatUint(u.tmpSeq.Add(1), 10)
 }
 
 func (u *union) upperPath(rel string) string { return path.Join(u.upper, rel) }

@@ -72,6 +72,7 @@ func BenchmarkLookup(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(depth), "ns/layer")
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 			})
 			// The FUSE shape: LOOKUP(parent, name) with the parent's
 			// merged Dir already held by its inode.
@@ -328,4 +329,36 @@ func BenchmarkCopyUpSmallFiles(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/files, "ns/file")
 		})
 	}
+}
+
+// BenchmarkRemove whites out 10,000 lower files (one char-device whiteout
+// each in the upper, its parent copied up once), as rm -rf of a lower
+// tree does, and reports whiteouts/s.
+func BenchmarkRemove(b *testing.B) {
+	const files = 10000
+	s := benchStack(b, b.TempDir(), 1, true, func(_ int, l string) {
+		for i := range files {
+			writeBenchFile(b, filepath.Join(l, "d", fmt.Sprintf("f%05d", i)), []byte("x"))
+		}
+	})
+	paths := make([]string, files)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("d/f%05d", i)
+	}
+	unix.Sync()
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, p := range paths {
+			if err := s.Remove(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		if err := os.RemoveAll(filepath.Join(s.Upper(), "d")); err != nil {
+			b.Fatal(err)
+		}
+		unix.Sync()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(files)*float64(b.N)/b.Elapsed().Seconds(), "whiteouts/s")
 }

@@ -151,28 +151,18 @@ func (u *union) copyMeta(src, dst string, st *unix.Stat_t, origin *lref) error {
 	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return &os.PathError{Op: "copy-up chown", Path: dst, Err: err}
 	}
-	names, err := listxattr(src)
-	if err != nil {
-		return &os.PathError{Op: "copy-up listxattr", Path: src, Err: err}
+	keep := func(name string) bool {
+		// a metacopy's own origin moves with it
+		return !overlay.IsOverlayXattr(name) || name == u.format.Xattr(overlay.XattrOrigin) && origin == nil
 	}
-	for _, name := range names {
-		keep := !overlay.IsOverlayXattr(name)
-		if name == u.format.Xattr(overlay.XattrOrigin) && origin == nil {
-			keep = true // a metacopy's own origin moves with it
-		}
-		if !keep {
-			continue
-		}
-		v, ok, err := getxattr(src, name)
-		if err != nil {
-			return &os.PathError{Op: "copy-up getxattr " + name, Path: src, Err: err}
-		}
-		if !ok {
-			continue
-		}
-		if err := unix.Lsetxattr(dst, name, []byte(v), 0); err != nil {
+	err := copyXattrs(src, keep, func(name string, v []byte) error {
+		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
 			return &os.PathError{Op: "copy-up setxattr " + name, Path: dst, Err: err}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if origin != nil {
 		if fh := u.encodeOrigin(*origin); fh != nil {
@@ -492,12 +482,24 @@ func futimens(fd int, ts *[2]unix.Timespec) error {
 // copyXattrsFd copies the xattrs of src (all but overlay's own) onto the
 // open file fd.
 func (u *union) copyXattrsFd(src string, fd int) error {
+	keep := func(name string) bool { return !overlay.IsOverlayXattr(name) }
+	return copyXattrs(src, keep, func(name string, v []byte) error {
+		if err := unix.Fsetxattr(fd, name, v, 0); err != nil {
+			return &os.PathError{Op: "copy-up setxattr " + name, Path: src, Err: err}
+		}
+		return nil
+	})
+}
+
+// copyXattrs lists the xattrs of src and passes those keep accepts, with
+// their values, to set.
+func copyXattrs(src string, keep func(name string) bool, set func(name string, v []byte) error) error {
 	names, err := listxattr(src)
 	if err != nil {
 		return &os.PathError{Op: "copy-up listxattr", Path: src, Err: err}
 	}
 	for _, name := range names {
-		if overlay.IsOverlayXattr(name) {
+		if !keep(name) {
 			continue
 		}
 		v, ok, err := getxattr(src, name)
@@ -507,8 +509,8 @@ func (u *union) copyXattrsFd(src string, fd int) error {
 		if !ok {
 			continue
 		}
-		if err := unix.Fsetxattr(fd, name, []byte(v), 0); err != nil {
-			return &os.PathError{Op: "copy-up setxattr " + name, Path: src, Err: err}
+		if err := set(name, []byte(v)); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -89,6 +89,18 @@ func mountFUSE(t *testing.T, l crossLayers) (string, func()) {
 	return m.Root(), func() { m.Unmount(t) }
 }
 
+// mountOn mounts l on backend be ("fuse" or "kernel") and returns the
+// root; the mount goes away with the test.
+func mountOn(t *testing.T, be string, l crossLayers) string {
+	t.Helper()
+	if be == "fuse" {
+		root, _ := mountFUSE(t, l)
+		return root
+	}
+	root, _ := mountKernel(t, l)
+	return root
+}
+
 // writeOps changes the union at root: the operations whose on-disk form
 // the two backends must agree on.
 func writeOps(t *testing.T, root string) {

@@ -27,12 +27,7 @@ func TestOpenModesAsKernel(t *testing.T) {
 	got := map[string]string{}
 	for _, be := range []string{"fuse", "kernel"} {
 		l := newCrossLayers(t)
-		var root string
-		if be == "fuse" {
-			root, _ = mountFUSE(t, l)
-		} else {
-			root, _ = mountKernel(t, l)
-		}
+		root := mountOn(t, be, l)
 		got[be] = openModes(t, root)
 	}
 	want := "lazy-unread=A1 read-then-write=B2 metacopy-ro=M3 upper-ro=K+4 mixed=X56 mixed-after=X567 fstat-lazy=1 unread-close=ok"

@@ -87,12 +87,7 @@ func TestACLAsKernel(t *testing.T) {
 		if err := unix.Setxattr(d, "system.posix_acl_default", dflt, 0); err != nil {
 			t.Fatal(err)
 		}
-		var root string
-		if be == "fuse" {
-			root, _ = mountFUSE(t, l)
-		} else {
-			root, _ = mountKernel(t, l)
-		}
+		root := mountOn(t, be, l)
 		if err := os.Chmod(filepath.Dir(root), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -127,12 +122,7 @@ func TestUmaskAsKernel(t *testing.T) {
 	modes := map[string]string{}
 	for _, be := range []string{"kernel", "fuse"} {
 		l := newCrossLayers(t)
-		var root string
-		if be == "fuse" {
-			root, _ = mountFUSE(t, l)
-		} else {
-			root, _ = mountKernel(t, l)
-		}
+		root := mountOn(t, be, l)
 		for _, um := range []string{"000", "027"} {
 			script := "umask " + um + " && cd " + root + " && touch f" + um + " && mkdir d" + um + " && mkfifo p" + um +
 				" && stat -c '%a %n' f" + um + " d" + um + " p" + um

@@ -29,12 +29,7 @@ func TestKillSuidAsKernel(t *testing.T) {
 	modes := map[string]map[string]uint32{}
 	for _, be := range []string{"fuse", "kernel"} {
 		l := newCrossLayers(t)
-		var root string
-		if be == "fuse" {
-			root, _ = mountFUSE(t, l)
-		} else {
-			root, _ = mountKernel(t, l)
-		}
+		root := mountOn(t, be, l)
 		if err := os.Chmod(filepath.Dir(root), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -248,7 +248,7 @@ func mountRoot(_ *LayerSet, root string, _ Env) (time.Duration, error) {
 		return 0, wrong("open %s: %v", root, err)
 	}
 	names, err := f.Readdirnames(-1)
-	f.Close()
+	_ = f.Close() // read-only
 	if err != nil {
 		return 0, wrong("readdir %s: %v", root, err)
 	}

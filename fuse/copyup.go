@@ -473,7 +473,8 @@ func (u *union) metacopyUp(dfd int, name, meta, data string, origin lref, in *fu
 
 // futimens sets the times of the open file fd (utimensat(fd, NULL, ts, 0)).
 func futimens(fd int, ts *[2]unix.Timespec) error {
-	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+	// x/sys wraps utimensat only with a path; a NULL path is futimens
+	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 { //nolint:gosec // a pointer to the caller's array, valid for the call
 		return e
 	}
 	return nil

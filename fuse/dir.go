@@ -94,7 +94,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		de := d.names[i-2]
 		d.pos++
 		if de.known {
-			return &fuse.DirEntry{Name: de.name, Mode: de.typ, Ino: de.ino, Off: uint64(d.pos)}, 0
+			return &fuse.DirEntry{Name: de.name, Mode: de.typ, Ino: de.ino, Off: uint64(d.pos)}, 0 //nolint:gosec // pos counts up from 0
 		}
 		e, err := d.n.u.lookup(d.n.rel(), d.n.dirState(), de.name)
 		if errors.Is(err, unix.ENOENT) {

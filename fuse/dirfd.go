@@ -81,7 +81,7 @@ type creation struct {
 // newCreation reads the server's ids and the work dir's set-group-ID bit
 // (new files then take the dir's group).
 func newCreation(work string) creation {
-	c := creation{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), egid: uint32(os.Getegid())}
+	c := creation{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), egid: uint32(os.Getegid())} //nolint:gosec // ids are 32-bit
 	var st unix.Stat_t
 	if work != "" && unix.Stat(work, &st) == nil && st.Mode&unix.S_ISGID != 0 {
 		c.gid = st.Gid

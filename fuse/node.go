@@ -584,7 +584,7 @@ func (n *node) setattrMetacopy(in *fuse.SetAttrIn, out *fuse.AttrOut) (done bool
 	linked := n.st.linked
 	n.mu.Unlock()
 	if linked {
-		go parent.NotifyEntry(name)
+		go func() { _ = parent.NotifyEntry(name) }() // best effort: the entry times out anyway
 	}
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
 	out.SetTimeout(n.opts.AttrTimeout)
@@ -637,9 +637,8 @@ func setattrFd(fd int, writable bool, in *fuse.SetAttrIn, st *unix.Stat_t) error
 	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
 		ts := setattrTimes(in)
-		// utimensat(fd, NULL, ts, 0) is futimens
-		if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
-			return e
+		if err := futimens(fd, &ts); err != nil {
+			return err
 		}
 	}
 	return unix.Fstat(fd, st)
@@ -890,7 +889,7 @@ func (n *node) createAt(ctx context.Context, name string, flags, mode uint32, ou
 	uid, gid := owner(ctx, &dirSt)
 	// the new file already has the server's ids (the dir's group in a
 	// set-group-ID dir, where owner answers -1): chown only to change them
-	if uint32(uid) != n.u.created.uid || gid != -1 && uint32(gid) != n.u.created.egid {
+	if uint32(uid) != n.u.created.uid || gid != -1 && uint32(gid) != n.u.created.egid { //nolint:gosec // ids are 32-bit
 		if err := unix.Fchown(fd, uid, gid); err != nil {
 			return fail(err)
 		}
@@ -1130,8 +1129,8 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		if err != nil {
 			return errno(err)
 		}
-		n.noteName(name) // the whiteout
-		return errno(unix.Mknodat(dfd, name, unix.S_IFCHR|0o000, 0))
+		n.noteName(name) // the whiteout: a char device 0/0
+		return errno(unix.Mknodat(dfd, name, unix.S_IFCHR, 0))
 	}
 	rel := n.rel()
 	needWO, err := n.u.lowerHas(n.dirState(), name)

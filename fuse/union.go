@@ -128,7 +128,7 @@ func (u *union) close() {
 		u.upperFd = -1
 	}
 	if u.workFd >= 0 {
-		unix.Close(u.workFd)
+		_ = unix.Close(u.workFd) // O_PATH: nothing to flush
 		u.workFd = -1
 	}
 	u.cuMu.Lock()

@@ -436,17 +436,25 @@ func (n *node) copyUpMeta() error {
 	if err != nil {
 		return err
 	}
+	n.becameMetacopy()
+	return nil
+}
+
+// becameMetacopy records that the node now has a metadata-only upper
+// copy (its data still in lowers[last]). A node of a lower hard-link group
+// also has the kernel drop its entry (best effort: it times out anyway),
+// as the copy broke the link.
+func (n *node) becameMetacopy() {
 	n.mu.Lock()
 	n.st.upper = true
-	n.st.metacopy = true // data in lowers[last], as before
+	n.st.metacopy = true
 	linked := n.st.linked
 	n.mu.Unlock()
 	if linked {
 		if name, parent := n.Parent(); parent != nil {
-			go parent.NotifyEntry(name)
+			go func() { _ = parent.NotifyEntry(name) }()
 		}
 	}
-	return nil
 }
 
 var _ fs.NodeSetattrer = (*node)(nil)
@@ -578,14 +586,7 @@ func (n *node) setattrMetacopy(in *fuse.SetAttrIn, out *fuse.AttrOut) (done bool
 	if err := n.u.metacopyUp(dfd, name, meta, data, s.lowers[0], in, &pn.impure, &st); err != nil {
 		return true, err
 	}
-	n.mu.Lock()
-	n.st.upper = true
-	n.st.metacopy = true // data in lowers[last], as before
-	linked := n.st.linked
-	n.mu.Unlock()
-	if linked {
-		go func() { _ = parent.NotifyEntry(name) }() // best effort: the entry times out anyway
-	}
+	n.becameMetacopy()
 	n.fillAttr(&st, n.StableAttr().Ino, &out.Attr)
 	out.SetTimeout(n.opts.AttrTimeout)
 	return true, nil

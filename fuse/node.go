@@ -1443,6 +1443,13 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if overlay.IsOverlayXattr(attr) {
 		return syscall.EPERM
 	}
+	return n.changeUpperXattr(func(p string) error { return unix.Lsetxattr(p, attr, data, int(flags)) })
+}
+
+// changeUpperXattr copies the node up (metadata only for a lower file) and
+// runs change on its upper object's path, announced to xattr readers
+// before and after (xattrChanging).
+func (n *node) changeUpperXattr(change func(p string) error) syscall.Errno {
 	n.xattrChanging()
 	defer n.xattrChanging()
 	if err := n.copyUpMeta(); err != nil {
@@ -1453,7 +1460,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno(err)
 	}
 	defer done()
-	return errno(unix.Lsetxattr(p, attr, data, int(flags)))
+	return errno(change(p))
 }
 
 var _ fs.NodeRemovexattrer = (*node)(nil)
@@ -1466,17 +1473,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, err := unix.Lgetxattr(meta, attr, nil); err != nil {
 		return errno(err)
 	}
-	n.xattrChanging()
-	defer n.xattrChanging()
-	if err := n.copyUpMeta(); err != nil {
-		return errno(err)
-	}
-	p, done, err := n.u.safeUpper(n.rel())
-	if err != nil {
-		return errno(err)
-	}
-	defer done()
-	return errno(unix.Lremovexattr(p, attr))
+	return n.changeUpperXattr(func(p string) error { return unix.Lremovexattr(p, attr) })
 }
 
 var _ fs.NodeStatfser = (*node)(nil)

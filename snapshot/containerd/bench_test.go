@@ -81,6 +81,19 @@ func BenchmarkSnapshotter(b *testing.B) {
 	}
 	seq := 0
 	next := func() string { seq++; return fmt.Sprintf("k%d", seq) }
+	// prepared makes, untimed, an active snapshot on top with one file
+	// written, and returns its key.
+	prepared := func(b *testing.B, sn snapshots.Snapshotter, top string) string {
+		b.StopTimer()
+		defer b.StartTimer()
+		k := next()
+		m, err := sn.Prepare(ctx, k, top)
+		if err != nil {
+			b.Fatal(err)
+		}
+		writeUpper(b, m, "f", "data")
+		return k
+	}
 	ops := []struct {
 		name string
 		run  func(b *testing.B, sn snapshots.Snapshotter, top string)
@@ -100,14 +113,7 @@ func BenchmarkSnapshotter(b *testing.B) {
 		}},
 		{"Commit", func(b *testing.B, sn snapshots.Snapshotter, top string) {
 			for b.Loop() {
-				b.StopTimer()
-				k := next()
-				m, err := sn.Prepare(ctx, k, top)
-				if err != nil {
-					b.Fatal(err)
-				}
-				writeUpper(b, m, "f", "data")
-				b.StartTimer()
+				k := prepared(b, sn, top)
 				if err := sn.Commit(ctx, k+"-c", k); err != nil {
 					b.Fatal(err)
 				}
@@ -120,14 +126,7 @@ func BenchmarkSnapshotter(b *testing.B) {
 		}},
 		{"Remove", func(b *testing.B, sn snapshots.Snapshotter, top string) {
 			for b.Loop() {
-				b.StopTimer()
-				k := next()
-				m, err := sn.Prepare(ctx, k, top)
-				if err != nil {
-					b.Fatal(err)
-				}
-				writeUpper(b, m, "f", "data")
-				b.StartTimer()
+				k := prepared(b, sn, top)
 				if err := sn.Remove(ctx, k); err != nil {
 					b.Fatal(err)
 				}

@@ -85,6 +85,7 @@ type Server struct {
 	srv    *fuse.Server
 	target string
 	u      *union
+	root   *node
 }
 
 // Mount serves stack on target (an existing dir) and returns once the
@@ -162,7 +163,7 @@ func Mount(stack *overlay.Stack, target string, opts Options) (*Server, error) {
 		u.close()
 		return nil, fmt.Errorf("fuse: mount %s: %w", target, err)
 	}
-	return &Server{srv: srv, target: target, u: u}, nil
+	return &Server{srv: srv, target: target, u: u, root: root}, nil
 }
 
 // Wait blocks until the filesystem is unmounted.

@@ -61,6 +61,17 @@ func TestReadOnlyMountPassthrough(t *testing.T) {
 		}
 		wg.Wait()
 	}
+	// the io mode was chosen by size, once per inode
+	srv := m.(*fuseMount).srv
+	for name, want := range map[string]int32{"big": 1, "small": -1} {
+		ch := srv.root.GetChild(name)
+		if ch == nil {
+			t.Fatalf("%s: no inode", name)
+		}
+		if got := ch.Operations().(*node).roPassthrough.Load(); got != want {
+			t.Errorf("%s: roPassthrough %d, want %d (1: passthrough, -1: cached)", name, got, want)
+		}
+	}
 	// the mount stays read-only
 	if err := os.WriteFile(filepath.Join(m.Root(), "big"), []byte("x"), 0o644); err == nil {
 		t.Error("write to a read-only mount succeeded")
